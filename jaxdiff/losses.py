@@ -1,0 +1,27 @@
+"""The public, jittable loss API.
+
+Re-exports only: each loss is defined once, next to the machinery it needs. Every function
+here is pure, jittable, vmappable and differentiable, and takes explicit keys.
+
+    from jaxdiff import losses
+    loss = losses.denoising_loss_eps(eps_fn, schedule, key, x0, weights=w)
+"""
+from jaxdiff.diffusion.losses import (
+    denoising_errors_eps,
+    denoising_errors_x0,
+    denoising_loss_eps,
+    denoising_loss_x0,
+    per_sample_sq_error,
+    weighted_mean,
+    weighted_sq_error_loss,
+)
+
+__all__ = [
+    "denoising_errors_eps",
+    "denoising_errors_x0",
+    "denoising_loss_eps",
+    "denoising_loss_x0",
+    "per_sample_sq_error",
+    "weighted_mean",
+    "weighted_sq_error_loss",
+]

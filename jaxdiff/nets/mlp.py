@@ -1,0 +1,56 @@
+"""Feed-forward and recurrent torsos shared by every policy and critic."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+from flax.linen.initializers import constant, orthogonal
+
+ACTIVATIONS = {"tanh": nn.tanh, "relu": nn.relu, "gelu": nn.gelu, "silu": nn.silu,
+               "mish": lambda x: x * nn.tanh(nn.softplus(x))}
+
+
+def dense(features, scale=np.sqrt(2)):
+    return nn.Dense(features, kernel_init=orthogonal(scale), bias_init=constant(0.0))
+
+
+class MLP(nn.Module):
+    """x [..., d_in] -> [..., hidden[-1]] (or [..., out] when `out` is set)."""
+    hidden: Sequence[int]
+    activation: str = "tanh"
+    out: int | None = None
+    out_scale: float = 1.0
+
+    @nn.compact
+    def __call__(self, x):
+        act = ACTIVATIONS[self.activation]
+        for width in self.hidden:
+            x = act(dense(width)(x))
+        if self.out is not None:
+            x = dense(self.out, self.out_scale)(x)
+        return x
+
+
+class Torso(nn.Module):
+    """Dense -> (optional GRU) -> Dense, one time step.
+
+    carry: [..., hidden] (ignored when not recurrent); reset: bool [...] zeroes the carry
+    before the step, so episode boundaries inside a rollout are respected.
+    """
+    hidden: int
+    activation: str = "tanh"
+    recurrent: bool = False
+    layers: int = 2
+
+    @nn.compact
+    def __call__(self, carry, x, reset):
+        act = ACTIVATIONS[self.activation]
+        x = act(dense(self.hidden)(x))
+        if self.recurrent:
+            carry = jnp.where(reset[..., None], jnp.zeros_like(carry), carry)
+            carry, x = nn.GRUCell(features=self.hidden)(carry, x)
+        for _ in range(self.layers - 1):
+            x = act(dense(self.hidden)(x))
+        return carry, x

@@ -1,0 +1,1 @@
+"""The runner: chunked scans over vmapped seeds, evaluation, checkpoints, sweeps, bench."""

@@ -1,0 +1,15 @@
+"""Which exceptions are the user's to fix (one-paragraph message, no traceback)."""
+from __future__ import annotations
+
+
+def user_facing(e: BaseException) -> bool:
+    from jaxdiff.algos.base import ConfigError, UnknownAlgorithmError
+    from jaxdiff.run.checkpoint import CheckpointError
+    from jaxdiff.run.runner import NonFiniteError, RunConfigMismatch
+    kinds = (ConfigError, UnknownAlgorithmError, CheckpointError, NonFiniteError,
+             RunConfigMismatch, PermissionError, FileNotFoundError)
+    if isinstance(e, kinds):
+        return True
+    # Usage errors of the CLI and the env registry are ValueErrors raised before compiling.
+    return type(e).__name__ in ("UsageError", "UnknownEnvError") or (
+        isinstance(e, ValueError) and getattr(e, "__module__", "").startswith("jaxdiff"))

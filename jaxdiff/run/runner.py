@@ -1,0 +1,377 @@
+"""The runner: any registered algorithm, any env, an ensemble of (grid point x seed) members.
+
+    state = vmap(init)(keys, configs)                       # leading ensemble axis
+    loop over chunks on the host:
+        state, metrics = jit(scan(vmap(step), K), donate)(state)
+        evaluate, write metrics.jsonl, NaN check, checkpoint, progress bar
+
+A chunk is the unit of resume: rerunning the same command restores the last complete
+checkpoint and replays nothing else, so a resumed run ends bit-identical to an uninterrupted one.
+The ensemble axis is the only batch axis the host sees; a device mesh only has to shard it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxdiff import envs as envs_lib
+from jaxdiff.algos import base as algos
+from jaxdiff.run import logging as runlog
+from jaxdiff.run.checkpoint import Checkpointer
+
+
+class NonFiniteError(FloatingPointError):
+    pass
+
+
+class RunConfigMismatch(ValueError):
+    pass
+
+
+@dataclasses.dataclass
+class RunSpec:
+    """Everything that defines a run (what must match for a resume)."""
+    algo: str
+    env: str
+    env_kwargs: dict
+    algo_overrides: dict
+    seeds: int = 1
+    total_steps: int = 100_000
+    seed: int = 0
+    chunks: int = 20            # number of host round-trips (eval/log/checkpoint points)
+    eval_episodes: int = 32
+    checkpoint_every: int = 1   # in chunks
+    grid: list | None = None    # list of dicts of DYNAMIC overrides (vmapped sweep axis)
+
+    def identity(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _check_writable(run_dir: str) -> None:
+    try:
+        os.makedirs(run_dir, exist_ok=True)
+        probe = os.path.join(run_dir, ".write_probe")
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as e:
+        raise PermissionError(f"Run directory `{run_dir}` is not writable ({e.strerror}). "
+                              f"Pass a writable `run_dir=...`.") from None
+
+
+def prepare(spec: RunSpec):
+    """Validate everything and build (algorithm, env, configs) without compiling anything."""
+    if spec.seeds < 1:
+        raise algos.ConfigError(f"`seeds={spec.seeds}` must be >= 1.")
+    if spec.total_steps < 1:
+        raise algos.ConfigError(f"`total_steps={spec.total_steps}` must be >= 1.")
+    if spec.chunks < 1 or spec.eval_episodes < 1 or spec.checkpoint_every < 1:
+        raise algos.ConfigError("`chunks`, `eval_episodes` and `checkpoint_every` must be >= 1.")
+    algorithm = algos.get(spec.algo)
+    env = envs_lib.make(spec.env, **spec.env_kwargs)
+    algos.check_action_type(algorithm, env.spec)
+    overrides = dict(spec.algo_overrides)
+    if "total_steps" in algos.config_fields(algorithm.Config):
+        overrides.setdefault("total_steps", spec.total_steps)
+    base = algos.make_config(algorithm.Config, overrides)
+    configs = []
+    for point in spec.grid or [{}]:
+        for key in point:
+            if key in algos.config_fields(algorithm.Config) and algos.is_static(algorithm.Config, key):
+                raise algos.ConfigError(f"`algo.{key}` changes shapes; it cannot be a vmapped grid "
+                                        f"axis (sweeps compile one program per value of it).")
+        configs.append(algos.make_config(algorithm.Config, {**overrides, **point}))
+    return algorithm, env, base, configs
+
+
+def _stack(trees):
+    return jax.tree.map(lambda *xs: jnp.stack([jnp.asarray(x) for x in xs]), *trees)
+
+
+def make_evaluate(algorithm, env, config, episodes: int):
+    """evaluate(state, key) -> dict of scalars for one ensemble member."""
+    max_steps = env.spec.max_steps
+
+    def rollout(state, key, deterministic):
+        k_reset, k_loop = jax.random.split(key)
+        obs, es = jax.vmap(env.reset)(jax.random.split(k_reset, episodes))
+        carry0 = algorithm.init_carry(config, env)
+        carry = jax.tree.map(lambda c: jnp.broadcast_to(c, (episodes,) + c.shape), carry0)
+        zeros = jnp.zeros((episodes,))
+
+        def body(c, k):
+            obs, es, carry, seen, ret, won = c
+            k_act, k_env = jax.random.split(k)
+            mask = jax.vmap(env.action_mask)(es)
+            act = lambda o, h, m, kk: algorithm.act(config, env, state, o, h, m, kk, deterministic)
+            actions, carry = jax.vmap(act)(obs, carry, mask, jax.random.split(k_act, episodes))
+            obs, es, _, _, info = jax.vmap(env.step)(jax.random.split(k_env, episodes), es, actions)
+            ended = info["returned_episode"]
+            first = ended & ~seen
+            ret = jnp.where(first, info["episode_return"], ret)
+            won = jnp.where(first, info["won"], won)
+            carry = jax.tree.map(
+                lambda h, h0: jnp.where(ended.reshape((-1,) + (1,) * (h.ndim - 1)), h0, h),
+                carry, jax.tree.map(lambda c: jnp.broadcast_to(c, (episodes,) + c.shape), carry0))
+            return (obs, es, carry, seen | ended, ret, won), None
+
+        init = (obs, es, carry, jnp.zeros((episodes,), bool), zeros, zeros)
+        (_, _, _, seen, ret, won), _ = jax.lax.scan(body, init,
+                                                     jax.random.split(k_loop, max_steps + 1))
+        n = jnp.maximum(seen.sum(), 1)
+        return (ret * seen).sum() / n, (won * seen).sum() / n
+
+    def evaluate(state, key):
+        k_det, k_sto = jax.random.split(key)
+        ret_d, won_d = rollout(state, k_det, True)
+        ret_s, won_s = rollout(state, k_sto, False)
+        out = dict(eval_return=ret_d, eval_return_stochastic=ret_s)
+        if env.spec.has_win:
+            out.update(eval_win_rate=won_d, eval_win_rate_stochastic=won_s)
+        return out
+
+    return evaluate
+
+
+def _finite_report(metrics_np: dict, params_ok: np.ndarray, members) -> str | None:
+    for name, v in metrics_np.items():
+        bad = ~np.isfinite(v)
+        if bad.any():
+            m = int(np.argwhere(bad.any(axis=0) if v.ndim > 1 else bad)[0][0])
+            g, s = members[m]
+            return f"metric `{name}` is not finite for seed {s}" + (f" (grid {g})" if g else "")
+    if not params_ok.all():
+        g, s = members[int(np.argmin(params_ok))]
+        return f"parameters are not finite for seed {s}" + (f" (grid {g})" if g else "")
+    return None
+
+
+def _aggregate(metrics: dict) -> dict:
+    """[K, M] per-iteration metrics -> per-member chunk values: episode sums are pooled over
+    the chunk, everything else averaged."""
+    out = {}
+    episodes = metrics.get("episodes")
+    for k, v in metrics.items():
+        v = np.asarray(v, dtype=np.float64)
+        if k == "episodes":
+            out["train_episodes"] = v.sum(0)
+        elif k.endswith("_sum") and episodes is not None:
+            name = {"episode_return_sum": "train_return", "episode_length_sum": "train_length",
+                    "won_sum": "train_win_rate"}.get(k, k[:-4])
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out[name] = np.where(episodes.sum(0) > 0, v.sum(0) / episodes.sum(0), np.nan)
+        else:
+            out[k] = v.mean(0)
+    return out
+
+
+class _Interrupt:
+    def __init__(self):
+        self.hit = False
+
+    def __enter__(self):
+        self._old = signal.getsignal(signal.SIGINT)
+        try:
+            signal.signal(signal.SIGINT, self._handler)
+        except ValueError:  # not the main thread
+            self._old = None
+        return self
+
+    def _handler(self, *_):
+        if self.hit:
+            raise KeyboardInterrupt
+        self.hit = True
+        print("\n[jaxdiff] interrupt received: finishing the chunk, saving, exiting "
+              "(press Ctrl-C again to abort without saving)", file=sys.stderr)
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+
+def train(spec: RunSpec, run_dir: str, *, progress: bool = True, tensorboard: bool = False,
+          grid_labels: dict | None = None, quiet: bool = False) -> dict:
+    algorithm, env, base, configs = prepare(spec)
+    _check_writable(run_dir)
+    identity = spec.identity()
+    cfg_path = os.path.join(run_dir, "config.json")
+    ckpt = Checkpointer(os.path.join(run_dir, "checkpoints"))
+    if os.path.exists(cfg_path):
+        with open(cfg_path) as f:
+            old = json.load(f)
+        if old != json.loads(json.dumps(identity)):
+            diff = sorted(k for k in set(old) | set(identity)
+                          if json.dumps(old.get(k), sort_keys=True)
+                          != json.dumps(identity.get(k), sort_keys=True))
+            raise RunConfigMismatch(
+                f"`{run_dir}` holds a run with a different configuration (differs in: "
+                f"{', '.join(diff)}); refusing to resume it. Use another `run_dir=...` or "
+                f"delete that folder.")
+    else:
+        with open(cfg_path, "w") as f:
+            json.dump(identity, f, indent=2)
+        _write_yaml(os.path.join(run_dir, "config.yaml"), spec, base)
+
+    G, S = len(configs), spec.seeds
+    members = [(g, s) for g in range(G) for s in range(S)]
+    root = jax.random.PRNGKey(spec.seed)
+    # The same seed index gets the same key at every grid point (common random numbers).
+    keys = jnp.stack([jax.random.fold_in(root, s) for _, s in members])
+    hp = _stack([configs[g] for g, _ in members])
+    per_iter = algorithm.env_steps_per_iter(base, env)
+    total_iters = max(1, math.ceil(spec.total_steps / per_iter))
+    K = max(1, math.ceil(total_iters / spec.chunks))
+    n_chunks = math.ceil(total_iters / K)
+
+    step_fn = algorithm.step(env, base)
+    init_fn = jax.jit(jax.vmap(lambda k, c: algorithm.init(k, env, c)))
+
+    def chunk(state):
+        return jax.lax.scan(lambda s, _: jax.vmap(step_fn)(s), state, None, length=K)
+
+    evaluate = jax.jit(jax.vmap(make_evaluate(algorithm, env, base, spec.eval_episodes),
+                                in_axes=(0, None)))
+    finite = jax.jit(lambda s: jax.vmap(lambda m: jnp.all(jnp.stack(
+        [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(m)
+         if jnp.issubdtype(x.dtype, jnp.floating)] or [jnp.bool_(True)])))(s))
+
+    abstract = jax.eval_shape(init_fn, keys, hp)
+    restored = ckpt.restore_latest(abstract)
+    metrics_path = os.path.join(run_dir, "metrics.jsonl")
+    if restored is None:
+        start, state = 0, init_fn(keys, hp)
+        if os.path.exists(metrics_path):
+            os.remove(metrics_path)
+    else:
+        done_chunk, state, _ = restored
+        start = done_chunk
+        runlog.truncate_jsonl(metrics_path, done_chunk - 1)
+
+    t0 = time.perf_counter()
+    compiled = jax.jit(chunk, donate_argnums=0).lower(state).compile()
+    compile_s = time.perf_counter() - t0
+    eval_key = jax.random.fold_in(root, 10_000_019)
+
+    bar = None
+    if progress and not quiet and start < n_chunks:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=n_chunks * K * per_iter, initial=start * K * per_iter, unit="step",
+                   unit_scale=True, dynamic_ncols=True, desc=f"{spec.algo}/{spec.env}",
+                   file=sys.stderr)
+    tb = runlog.TensorBoard(run_dir) if tensorboard else None
+    run_time, run_steps, interrupted = 0.0, 0, False
+    with _Interrupt() as stop:
+        for c in range(start, n_chunks):
+            t = time.perf_counter()
+            state, metrics = compiled(state)
+            metrics = jax.device_get(metrics)
+            dt = time.perf_counter() - t
+            run_time += dt
+            run_steps += K * per_iter * len(members)
+            problem = _finite_report({k: np.asarray(v) for k, v in metrics.items()},
+                                     np.asarray(finite(state)), members)
+            if problem:
+                if bar:
+                    bar.close()
+                raise NonFiniteError(
+                    f"Stopped at chunk {c + 1}/{n_chunks}: {problem}. The last good checkpoint "
+                    f"(chunk {ckpt.steps()[-1] if ckpt.steps() else 'none'}) is kept in "
+                    f"{ckpt.directory}; lower the learning rate or check the inputs.")
+            chunk_vals = _aggregate(metrics)
+            ev = jax.device_get(evaluate(state, jax.random.fold_in(eval_key, c)))
+            step_count = (c + 1) * K * per_iter
+            rows = []
+            for m, (g, s) in enumerate(members):
+                row = dict(step=step_count, chunk=c, seed=s, grid=g)
+                row.update({k: _py(v[m]) for k, v in chunk_vals.items()})
+                row.update({k: _py(v[m]) for k, v in ev.items()})
+                rows.append(row)
+            runlog.write_jsonl(metrics_path, rows)
+            if tb:
+                tb.log(rows)
+            last = c + 1 == n_chunks
+            if last or (c + 1) % spec.checkpoint_every == 0 or stop.hit:
+                ckpt.save(c + 1, state, dict(chunk=c + 1, step=step_count))
+            if bar:
+                bar.update(K * per_iter)
+                bar.set_postfix(sps=f"{run_steps / max(run_time, 1e-9):.3g}",
+                                ret=f"{np.nanmean(ev['eval_return']):.3g}", refresh=False)
+            if stop.hit and not last:
+                interrupted = True
+                break
+    if bar:
+        bar.close()
+    if tb:
+        tb.close()
+    rows = runlog.read_jsonl(metrics_path)
+    summary = _summary(spec, rows, env, run_steps, run_time, compile_s, grid_labels, configs)
+    summary["complete"] = not interrupted
+    with open(os.path.join(run_dir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    runlog.plot_curves(rows, os.path.join(run_dir, "curves.png"),
+                       title=f"{spec.algo} on {spec.env} ({S} seeds)", labels=grid_labels)
+    if interrupted:
+        print(f"[jaxdiff] interrupted: saved chunk {c + 1}/{n_chunks} to {ckpt.directory}; rerun "
+              f"the same command to resume.", file=sys.stderr)
+    return summary
+
+
+def _py(x):
+    x = np.asarray(x)
+    return float(x) if x.dtype.kind == "f" else int(x)
+
+
+def _summary(spec, rows, env, run_steps, run_time, compile_s, grid_labels, configs):
+    per_grid = runlog.summarise(rows)
+    g0 = per_grid.get(0, dict(final={}, best={}, per_seed=[]))
+    summary = dict(algo=spec.algo, env=spec.env, seeds=spec.seeds, total_steps=spec.total_steps,
+                   final=g0["final"], best=g0["best"], per_seed=g0["per_seed"],
+                   env_steps_per_s=(run_steps / run_time) if run_time > 0 else None,
+                   env_steps_per_s_per_member=(run_steps / run_time / (len(configs) * spec.seeds))
+                   if run_time > 0 else None,
+                   compile_s=compile_s)
+    if spec.grid:
+        summary["grid"] = [dict(point=spec.grid[g], label=(grid_labels or {}).get(g), **v)
+                           for g, v in per_grid.items()]
+    return summary
+
+
+def _write_yaml(path: str, spec: RunSpec, config) -> None:
+    import yaml
+    doc = dict(algo=dict(name=spec.algo, **algos.config_to_dict(config)),
+               env=dict(name=spec.env, **spec.env_kwargs),
+               seeds=spec.seeds, total_steps=spec.total_steps, seed=spec.seed,
+               chunks=spec.chunks, eval_episodes=spec.eval_episodes, grid=spec.grid)
+    with open(path, "w") as f:
+        yaml.safe_dump(doc, f, sort_keys=False)
+
+
+def restore_state(run_dir: str):
+    """Load a finished or interrupted run: (spec, algorithm, env, base_config, state)."""
+    cfg_path = os.path.join(run_dir, "config.json")
+    if not os.path.exists(cfg_path):
+        raise FileNotFoundError(f"`{run_dir}` is not a jaxdiff run directory (no config.json). "
+                                f"Pass the run_dir printed by `jaxdiff train`.")
+    with open(cfg_path) as f:
+        spec = RunSpec(**json.load(f))
+    algorithm, env, base, configs = prepare(spec)
+    members = [(g, s) for g in range(len(configs)) for s in range(spec.seeds)]
+    root = jax.random.PRNGKey(spec.seed)
+    keys = jnp.stack([jax.random.fold_in(root, s) for _, s in members])
+    hp = _stack([configs[g] for g, _ in members])
+    init_fn = jax.jit(jax.vmap(lambda k, c: algorithm.init(k, env, c)))
+    restored = Checkpointer(os.path.join(run_dir, "checkpoints")).restore_latest(
+        jax.eval_shape(init_fn, keys, hp))
+    if restored is None:
+        raise FileNotFoundError(f"`{run_dir}` has no checkpoint yet; train first.")
+    return spec, algorithm, env, base, restored[1], members
