@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         from jaxdiff.run.errors import user_facing
         if not user_facing(e):
             raise
-        print(f"jaxdiff {cmd}: {e}", file=sys.stderr)
+        print(f"jaxdiff {cmd}: {e}\n(add debug=true for a traceback)", file=sys.stderr)
         return 3 if type(e).__name__ == "NonFiniteError" else 2
 
 

@@ -172,3 +172,4 @@ def _load_builtin():
     _LOADED = True
     # Importing a module registers its algorithm(s).
     from jaxdiff.algos import mappo  # noqa: F401
+    from jaxdiff.algos import haa2c, happo, hatrpo  # noqa: F401

@@ -163,11 +163,12 @@ def _sample(parts, key, dist):
     return a, D.gaussian_log_prob(*dist, a, parts.dim_mask)
 
 
-def _log_prob_entropy(parts, dist, action):
+def _log_prob_entropy(parts, dist, action, dim_mask=None):
+    # dim_mask: defaults to all agents' [n, act_dim]; one agent's row when data has no agent axis
+    dim_mask = parts.dim_mask if dim_mask is None else dim_mask
     if parts.discrete:
         return D.categorical_log_prob(dist[0], action), D.categorical_entropy(dist[0])
-    return (D.gaussian_log_prob(*dist, action, parts.dim_mask),
-            D.gaussian_entropy(dist[1], parts.dim_mask))
+    return (D.gaussian_log_prob(*dist, action, dim_mask), D.gaussian_entropy(dist[1], dim_mask))
 
 
 # ----------------------------------------------------------------------------- init
@@ -211,19 +212,20 @@ def act(config, env, state: State, obs, carry, mask, key, deterministic):
     return _sample(p, key, dist)[0], carry
 
 
-# ----------------------------------------------------------------------------- step
-def step(env, config: Config):
-    p = _parts(env, config)
-    n, shared = p.n, config.shared_params
-    total_updates = max(config.total_steps // (config.num_envs * config.num_steps), 1)
+# ----------------------------------------------------------------------------- rollout
+def rollout_fn(env, config, p, actor_shared: bool, critic_shared: bool):
+    """collect(state) -> (state, tr, adv, target, value_norm): `num_steps` transitions in
+    `num_envs` envs, bootstrapped GAE and (optionally) value normalisation. Shared with the
+    sequential HA* algorithms, whose State has the same rollout fields."""
+    n = p.n
 
     def actor_apply(params, carry, x, reset):     # inputs [B, n, ...]
-        return apply_agents(p.actor, params, shared, carry, x, reset, agent_axis=1)
+        return apply_agents(p.actor, params, actor_shared, carry, x, reset, agent_axis=1)
 
     def critic_apply(params, carry, x, reset):
-        return apply_agents(p.critic, params, shared, carry, x, reset, agent_axis=1)
+        return apply_agents(p.critic, params, critic_shared, carry, x, reset, agent_axis=1)
 
-    def env_step(state: State, _):
+    def env_step(state, _):
         key, k_act, k_env = jax.random.split(state.key, 3)
         mask = jax.vmap(env.action_mask)(state.env_state)
         gstate = jax.vmap(env.global_state)(state.env_state)
@@ -239,6 +241,64 @@ def step(env, config: Config):
         state = state.replace(env_state=env_state, obs=obs, done=done, actor_carry=a_carry,
                               critic_carry=c_carry, key=key)
         return state, tr
+
+    def collect(state):
+        state, tr = jax.lax.scan(env_step, state, None, config.num_steps)
+        hp = state.hp
+        # Bootstrap from the state after the rollout.
+        gstate = jax.vmap(env.global_state)(state.env_state)
+        c_x = _critic_in(config, state.obs, gstate, 1, n)
+        _, last_v = critic_apply(state.critic, state.critic_carry, c_x, state.done)
+        vn = state.value_norm
+        denorm = vn.denormalize if config.value_norm else (lambda x: x)
+        adv, target = common.gae(tr["reward"], denorm(tr["value"]), tr["done"], denorm(last_v),
+                                 hp.gamma, hp.gae_lambda)
+        if config.value_norm:
+            vn = vn.update(target)
+            target = vn.normalize(target)
+        return state, tr, adv, target, vn
+
+    return collect
+
+
+def minibatches(config, key, batch):
+    """Shuffle and split into num_minibatches; returns leaves [M, T', B', ...].
+
+    batch leaves are [T, E, ...] except the initial carries `ca0`/`cc0` ([E, ...]); the trailing
+    dims are free, so per-agent slices (no agent axis) split the same way."""
+    M = config.num_minibatches
+    carries = [k for k in ("ca0", "cc0") if k in batch]
+    if config.recurrent:   # keep whole sequences: split the env axis
+        perm = jax.random.permutation(key, config.num_envs)
+        def split(x, axis):
+            x = jnp.take(x, perm, axis=axis)
+            x = x.reshape(x.shape[:axis] + (M, -1) + x.shape[axis + 1:])
+            return jnp.moveaxis(x, axis, 0)
+        seq = {k: split(v, 1) for k, v in batch.items() if k not in carries}
+        seq.update({k: split(batch[k], 0) for k in carries})
+        return seq
+    B = config.num_envs * config.num_steps
+    perm = jax.random.permutation(key, B)
+    def split(x):
+        x = x.reshape((B,) + x.shape[2:])[perm]
+        return x.reshape((M, 1, B // M) + x.shape[1:])
+    flat = {k: split(v) for k, v in batch.items() if k not in carries}
+    flat.update({k: jnp.zeros((M, B // M) + batch[k].shape[1:]) for k in carries})
+    return flat
+
+
+# ----------------------------------------------------------------------------- step
+def step(env, config: Config):
+    p = _parts(env, config)
+    n, shared = p.n, config.shared_params
+    total_updates = max(config.total_steps // (config.num_envs * config.num_steps), 1)
+    collect = rollout_fn(env, config, p, shared, shared)
+
+    def actor_apply(params, carry, x, reset):     # inputs [B, n, ...]
+        return apply_agents(p.actor, params, shared, carry, x, reset, agent_axis=1)
+
+    def critic_apply(params, carry, x, reset):
+        return apply_agents(p.critic, params, shared, carry, x, reset, agent_axis=1)
 
     def forward(actor, critic, carries, mb):
         """mb leaves: [T, B, n, ...]; carries: ([B, n, h], [B, n, h]) at t=0."""
@@ -271,43 +331,10 @@ def step(env, config: Config):
 
     grad_fn = jax.grad(loss_fn, argnums=(0, 1), has_aux=True)
 
-    def minibatches(key, batch):
-        """Shuffle and split into num_minibatches; returns leaves [M, T', B', n, ...]."""
-        M = config.num_minibatches
-        if config.recurrent:   # keep whole sequences: split the env axis
-            perm = jax.random.permutation(key, config.num_envs)
-            def split(x, axis):
-                x = jnp.take(x, perm, axis=axis)
-                x = x.reshape(x.shape[:axis] + (M, -1) + x.shape[axis + 1:])
-                return jnp.moveaxis(x, axis, 0)
-            seq = {k: split(v, 1) for k, v in batch.items() if k not in ("ca0", "cc0")}
-            seq.update(ca0=split(batch["ca0"], 0), cc0=split(batch["cc0"], 0))
-            return seq
-        B = config.num_envs * config.num_steps
-        perm = jax.random.permutation(key, B)
-        def split(x):
-            x = x.reshape((B,) + x.shape[2:])[perm]
-            return x.reshape((M, 1, B // M) + x.shape[1:])
-        flat = {k: split(v) for k, v in batch.items() if k not in ("ca0", "cc0")}
-        zeros = jnp.zeros((M, B // M, n, config.hidden))
-        flat.update(ca0=zeros, cc0=zeros)
-        return flat
-
     def train_step(state: State):
         ca0, cc0 = state.actor_carry, state.critic_carry
-        state, tr = jax.lax.scan(env_step, state, None, config.num_steps)
+        state, tr, adv, target, vn = collect(state)
         hp = state.hp
-        # Bootstrap from the state after the rollout.
-        gstate = jax.vmap(env.global_state)(state.env_state)
-        c_x = _critic_in(config, state.obs, gstate, 1, n)
-        _, last_v = critic_apply(state.critic, state.critic_carry, c_x, state.done)
-        vn = state.value_norm
-        denorm = vn.denormalize if config.value_norm else (lambda x: x)
-        adv, target = common.gae(tr["reward"], denorm(tr["value"]), tr["done"], denorm(last_v),
-                                 hp.gamma, hp.gae_lambda)
-        if config.value_norm:
-            vn = vn.update(target)
-            target = vn.normalize(target)
         batch = dict(a_x=tr["a_x"], c_x=tr["c_x"], mask=tr["mask"], reset=tr["reset"],
                      action=tr["action"], logp=tr["logp"], value=tr["value"], adv=adv,
                      target=target, ca0=ca0, cc0=cc0)
@@ -324,7 +351,7 @@ def step(env, config: Config):
 
         def update_epoch(carry, key):
             nets, _ = carry
-            nets, aux = jax.lax.scan(update_minibatch, nets, minibatches(key, batch))
+            nets, aux = jax.lax.scan(update_minibatch, nets, minibatches(config, key, batch))
             return (nets, None), aux
 
         key, k_perm = jax.random.split(state.key)

@@ -15,8 +15,9 @@ Observations (choice of `obs`):
             the largest agent; per-body features of the humanoids (inertia, com velocity,
             actuator forces) are global-only.
   "jaxmarl" JaxMARL's MA-MuJoCo mappings (observation distance 1: own and neighbouring
-            joints); only for the five partitions JaxMARL defines (ant_4x2, halfcheetah_6x1,
-            hopper_3x1, humanoid_9|8, walker2d_2x3).
+            joints); only for the partitions JaxMARL defines (ant_4x2, halfcheetah_6x1,
+            hopper_3x1, walker2d_2x3). Not humanoid_9|8: JaxMARL's mapping indexes a 376-dim
+            observation and Brax's humanoid has 244 (JaxMARL silently reads clamped indices).
 `global_state` is always the full robot observation.
 
 Episodes end at `max_steps` steps (Brax's `episode_length`) (truncation) or when the robot becomes unhealthy
@@ -122,7 +123,7 @@ class MABraxAdapter(Env):
             if obs == "local":
                 rows = _local_obs_indices(env.sys, ROBOTS[robot], partition)
             else:
-                rows = _jaxmarl_obs_indices(jaxmarl_name)
+                rows = _jaxmarl_obs_indices(jaxmarl_name, obs_size)
             obs_sizes = tuple(len(r) for r in rows)
             d = max(obs_sizes)
             obs_index = np.zeros((n, d), np.int32)
@@ -203,15 +204,22 @@ def _local_obs_indices(sys, n_dropped_q: int, partition):
     return rows
 
 
-def _jaxmarl_obs_indices(jaxmarl_name):
+def _jaxmarl_obs_indices(jaxmarl_name, obs_size):
     if jaxmarl_name not in JAXMARL_PARTITIONS:
         raise ValueError(
             f"invalid env option obs='jaxmarl' for this partition; allowed only for "
             f"{', '.join('mabrax_' + k for k in JAXMARL_PARTITIONS)}")
     with _quiet_brax():
         from jaxmarl.environments.mabrax.mappings import _agent_observation_mapping
-    mapping = _agent_observation_mapping[jaxmarl_name]
-    return [np.asarray(v).tolist() for v in mapping.values()]
+    rows = [np.asarray(v).tolist() for v in _agent_observation_mapping[jaxmarl_name].values()]
+    # JaxMARL's humanoid mapping indexes a 376-dim (MuJoCo Gym) observation; Brax's humanoid
+    # observation has 244 entries, so JAX's clamped gathers would silently repeat the last one.
+    if max(max(r) for r in rows) >= obs_size:
+        raise ValueError(
+            f"invalid env option obs='jaxmarl' for mabrax_{jaxmarl_name}: JaxMARL's mapping "
+            f"indexes entries up to {max(max(r) for r in rows)} but the Brax observation has "
+            f"{obs_size}; allowed: 'global', 'local'")
+    return rows
 
 
 def mabrax_partition(robot: str, partition, obs: str = "global", *, max_steps: int = 1000,

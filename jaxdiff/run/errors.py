@@ -10,6 +10,6 @@ def user_facing(e: BaseException) -> bool:
              RunConfigMismatch, PermissionError, FileNotFoundError)
     if isinstance(e, kinds):
         return True
-    # Usage errors of the CLI and the env registry are ValueErrors raised before compiling.
-    return type(e).__name__ in ("UsageError", "UnknownEnvError") or (
-        isinstance(e, ValueError) and getattr(e, "__module__", "").startswith("jaxdiff"))
+    # Usage errors of the CLI, the env registry and the sweep files are ValueErrors raised
+    # before anything compiles; `debug=true` shows the traceback of any of them.
+    return isinstance(e, (ValueError, TypeError))

@@ -200,7 +200,10 @@ class _Interrupt:
 
 
 def train(spec: RunSpec, run_dir: str, *, progress: bool = True, tensorboard: bool = False,
-          grid_labels: dict | None = None, quiet: bool = False) -> dict:
+          grid_labels: dict | None = None, quiet: bool = False,
+          max_chunks: int | None = None) -> dict:
+    """Train (or resume) the run in `run_dir`; `max_chunks` stops early after that many chunks
+    of this invocation, checkpointed, as an interrupt would."""
     algorithm, env, base, configs = prepare(spec)
     _check_writable(run_dir)
     identity = spec.identity()
@@ -306,6 +309,11 @@ def train(spec: RunSpec, run_dir: str, *, progress: bool = True, tensorboard: bo
                 bar.update(K * per_iter)
                 bar.set_postfix(sps=f"{run_steps / max(run_time, 1e-9):.3g}",
                                 ret=f"{np.nanmean(ev['eval_return']):.3g}", refresh=False)
+            if max_chunks is not None and c + 1 - start >= max_chunks and not last:
+                if (c + 1) % spec.checkpoint_every:
+                    ckpt.save(c + 1, state, dict(chunk=c + 1, step=step_count))
+                interrupted = True
+                break
             if stop.hit and not last:
                 interrupted = True
                 break
@@ -320,7 +328,7 @@ def train(spec: RunSpec, run_dir: str, *, progress: bool = True, tensorboard: bo
         json.dump(summary, f, indent=2)
     runlog.plot_curves(rows, os.path.join(run_dir, "curves.png"),
                        title=f"{spec.algo} on {spec.env} ({S} seeds)", labels=grid_labels)
-    if interrupted:
+    if interrupted and stop.hit:
         print(f"[jaxdiff] interrupted: saved chunk {c + 1}/{n_chunks} to {ckpt.directory}; rerun "
               f"the same command to resume.", file=sys.stderr)
     return summary

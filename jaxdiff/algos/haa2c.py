@@ -1,0 +1,35 @@
+"""HAA2C: heterogeneous-agent advantage actor-critic (HARL, Zhong et al. 2024).
+
+HAPPO's sequential scheme with a plain policy-gradient surrogate: agent i_m maximises
+E[M * r * A] (r = pi^{i_m} / pi_old^{i_m}, no clipping) for `update_epochs` epochs; the first
+epoch's gradient is exactly A2C's, later ones are importance weighted. Defaults: HARL haa2c.yaml.
+"""
+from __future__ import annotations
+
+from flax import struct
+
+from jaxdiff.algos import happo, mappo, sequential
+from jaxdiff.algos.base import Algorithm, dynamic, register, static
+
+
+@struct.dataclass
+class Config(sequential.Config):
+    update_epochs: int = static(5, lo=1, doc="policy epochs per agent (HARL a2c_epoch)")
+    num_minibatches: int = static(1, lo=1, doc="actor minibatches per epoch")
+    ent_coef: float = dynamic(0.01, lo=0.0)
+
+
+def init(key, env, config: Config):
+    return sequential.init(key, env, config)
+
+
+def step(env, config: Config):
+    def unclipped(p, config, hp, lr):
+        return happo.policy_update(p, config, hp, lr, clipped=False)
+    return sequential.make_step(env, config, unclipped)
+
+
+register("haa2c", Algorithm(
+    "haa2c", Config, init, step, mappo.act, mappo.init_carry, mappo.env_steps_per_iter,
+    doc="HAA2C: sequential per-agent advantage actor-critic with the M advantage factor, "
+        "per-agent actors, centralised critic, FF/GRU, discrete+continuous"))

@@ -1,0 +1,298 @@
+"""Sequential heterogeneous-agent updates, the machinery HAPPO, HATRPO and HAA2C share.
+
+HARL's scheme (Kuba et al. 2022; Zhong et al. 2024): every agent owns its parameters; each
+iteration draws a fresh random order of the agents (or keeps index order, `fixed_order`) and
+updates them one after another. Agent i_m optimises its surrogate with the advantage weighted,
+per sample, by the compounded factor
+
+    M = prod_{j<m} pi_new^{i_j}(a^{i_j} | o^{i_j}) / pi_old^{i_j}(a^{i_j} | o^{i_j}),
+
+so it improves the joint policy *given* the changes its predecessors already made. With M = 1
+(`sequential=False`) the same code is the simultaneous update (MAPPO/IPPO with per-agent
+parameters): each agent's loss then depends only on its own parameters and data.
+
+Everything here is one `lax.scan` over the permutation. Parameters and optimiser states are
+stacked on a leading agent axis; the scan body reads agent i with a dynamic index and writes it
+back with `.at[i].set`, so the update is traced once whatever the number of agents. The rollout,
+GAE, networks and minibatching are MAPPO's (`jaxdiff.algos.mappo`); the critic is one shared
+centralised V(s) (plus a one-hot agent id), trained after the actors as in HARL.
+"""
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from jaxdiff.algos import common, mappo
+from jaxdiff.algos.base import ConfigError, dynamic, static
+from jaxdiff.nets import distributions as D
+from jaxdiff.nets.agents import apply_agents, init_agents
+from jaxdiff.nets.mlp import ACTIVATIONS
+
+
+# ----------------------------------------------------------------------------- config
+@struct.dataclass
+class Config:
+    """Settings every sequential algorithm has. Defaults: HARL's configs/algos_cfgs/*.yaml."""
+    num_envs: int = static(20, lo=1, doc="parallel environments per seed (HARL n_rollout_threads)")
+    num_steps: int = static(200, lo=1, doc="rollout length per update (HARL episode_length)")
+    hidden: int = static(128, lo=1)
+    layers: int = static(2, lo=1)
+    activation: str = static("relu", choices=tuple(ACTIVATIONS))
+    recurrent: bool = static(False, doc="GRU torso for actors and critic")
+    agent_id: bool = static(True, doc="append a one-hot agent id to the shared critic's input")
+    centralised_critic: bool = static(True, doc="critic sees the global state")
+    value_norm: bool = static(True)
+    fixed_order: bool = static(False, doc="update agents in index order, not a random permutation")
+    sequential: bool = static(True, doc="carry the M factor; False = simultaneous update (M = 1)")
+    critic_epochs: int = static(5, lo=1)
+    critic_minibatches: int = static(1, lo=1)
+    anneal_lr: bool = static(False)
+    # HARL's std = sigmoid(p) * 0.5 starts at sigmoid(1) * 0.5 = 0.366 = exp(-1.0)
+    init_log_std: float = static(-1.0)
+    total_steps: int = static(0, lo=0, doc="set by the runner (learning-rate annealing)")
+    lr: float = dynamic(5e-4, lo=0.0, doc="actor learning rate")
+    critic_lr: float = dynamic(5e-4, lo=0.0)
+    gamma: float = dynamic(0.99, lo=0.0, hi=1.0)
+    gae_lambda: float = dynamic(0.95, lo=0.0, hi=1.0)
+    clip_eps: float = dynamic(0.2, lo=0.0, doc="PPO ratio clip and value clip")
+    max_grad_norm: float = dynamic(10.0, lo=0.0)
+    huber_delta: float = dynamic(10.0, lo=0.0, doc="Huber value loss; 0 = squared error")
+
+    @property
+    def shared_params(self) -> bool:
+        # Heterogeneous agents: actors are never shared (read by mappo's input builders).
+        return False
+
+    def _check_split(self, key: str, m: int):
+        if not self.recurrent and (self.num_envs * self.num_steps) % m:
+            raise ConfigError(f"`algo.{key}={m}` must divide "
+                              f"num_envs*num_steps={self.num_envs * self.num_steps}.")
+        if self.recurrent and self.num_envs % m:
+            raise ConfigError(f"`algo.{key}={m}` must divide `algo.num_envs={self.num_envs}` "
+                              f"for recurrent training.")
+
+    def check(self):
+        self._check_split("critic_minibatches", self.critic_minibatches)
+        if hasattr(self, "num_minibatches"):
+            self._check_split("num_minibatches", self.num_minibatches)
+
+
+# ----------------------------------------------------------------------------- agent axis
+def agent_order(key, n: int, fixed: bool):
+    """The update order of one iteration: int32[n]."""
+    return jnp.arange(n, dtype=jnp.int32) if fixed else jax.random.permutation(key, n)
+
+
+def take_agent(tree, i):
+    return jax.tree.map(lambda x: x[i], tree)
+
+
+def put_agent(tree, i, sub):
+    return jax.tree.map(lambda x, s: x.at[i].set(s), tree, sub)
+
+
+def sequential_update(update_agent: Callable, log_prob: Callable, params, opt_state, data,
+                      order, keys, factor0, sequential: bool = True):
+    """Update the agents one at a time in `order`, carrying the M factor between them.
+
+    params, opt_state, data: pytrees with a leading agent axis [n, ...].
+    log_prob(i, params_i, data_i) -> [S]: agent i's log-probability of its own stored actions.
+    update_agent(i, params_i, opt_i, data_i, key) -> (params_i, opt_i, metrics); `data_i` gets
+        `logp` (the agent's pre-update log-probs) and `factor` (M from its predecessors).
+    order: int32[n]; keys: [n, 2]; factor0: [S] (ones).
+    Returns (params, opt_state, factor after the last agent, metrics stacked per position).
+    """
+    def body(carry, xs):
+        params, opt_state, factor = carry
+        i, key = xs
+        p_i, o_i, d_i = take_agent(params, i), take_agent(opt_state, i), take_agent(data, i)
+        logp_old = log_prob(i, p_i, d_i)
+        p_i, o_i, metrics = update_agent(i, p_i, o_i, dict(d_i, logp=logp_old, factor=factor),
+                                         key)
+        ratio = jnp.exp(log_prob(i, p_i, d_i) - logp_old)
+        metrics = dict(metrics, factor_mean=factor.mean(), factor_max=factor.max(),
+                       ratio_dev=jnp.abs(ratio - 1.0).mean())
+        if sequential:
+            factor = factor * ratio
+        return (put_agent(params, i, p_i), put_agent(opt_state, i, o_i), factor), metrics
+
+    (params, opt_state, factor), metrics = jax.lax.scan(body, (params, opt_state, factor0),
+                                                        (order, keys))
+    return params, opt_state, factor, metrics
+
+
+# ----------------------------------------------------------------------------- one agent
+def agent_forward(p, params_i, mb):
+    """One agent's action distributions. mb leaves [T', B', ...] (no agent axis), ca0 [B', h]."""
+    def body(carry, x):
+        ax, reset, mask = x
+        carry, out = p.actor.apply(params_i, carry, ax, reset)
+        return carry, mappo._dist(p, out, mask)
+    _, dist = jax.lax.scan(body, mb["ca0"], (mb["a_x"], mb["reset"], mb["mask"]))
+    return dist
+
+
+def dim_mask_of(p, i):
+    return jnp.asarray(p.dim_mask)[i]   # [act_dim]; 0 on a heterogeneous agent's padding
+
+
+def full_batch(config, data_i):
+    """One agent's whole rollout as a single unshuffled minibatch: feed-forward data becomes
+    [1, T*E, ...] (one big batch instead of a T-step scan), recurrent data stays [T, E, ...]."""
+    if config.recurrent:
+        return data_i
+    B = config.num_steps * config.num_envs
+    out = {k: v.reshape((1, B) + v.shape[2:]) for k, v in data_i.items() if k != "ca0"}
+    out["ca0"] = jnp.zeros((B,) + data_i["ca0"].shape[1:])
+    return out
+
+
+def per_sample(config, x):
+    """Undo `full_batch` on a per-sample array: -> [T, E]."""
+    return x.reshape(config.num_steps, config.num_envs)
+
+
+def log_prob_fn(p, config):
+    def log_prob(i, params_i, data_i):
+        full = full_batch(config, data_i)
+        logp, _ = mappo._log_prob_entropy(p, agent_forward(p, params_i, full), full["action"],
+                                          dim_mask_of(p, i))
+        return per_sample(config, logp)
+    return log_prob
+
+
+def policy_kl(p, old, new, dim_mask):
+    """Exact KL(old || new) per sample; padded action dims of continuous agents excluded."""
+    if p.discrete:
+        return D.categorical_kl(old[0], new[0])
+    per_dim = D.gaussian_kl(old[0][..., None], old[1][..., None], new[0][..., None],
+                            new[1][..., None])
+    return (per_dim * dim_mask).sum(-1)
+
+
+def split_config(config, num_minibatches: int):
+    """What `mappo.minibatches` reads, with another minibatch count (critic vs actor)."""
+    return SimpleNamespace(num_minibatches=num_minibatches, recurrent=config.recurrent,
+                           num_envs=config.num_envs, num_steps=config.num_steps)
+
+
+def sgd(loss_fn, params, opt_state, data, key, config, epochs: int, lr, max_grad_norm):
+    """`epochs` passes of Adam over `config.num_minibatches` shuffled minibatches of `data`.
+    loss_fn(params, mb) -> (loss, aux). Returns (params, opt_state, mean aux)."""
+    grad_fn = jax.grad(loss_fn, has_aux=True)
+
+    def minibatch(carry, mb):
+        params, opt_state = carry
+        grads, aux = grad_fn(params, mb)
+        params, opt_state, gnorm = common.adam_step(params, opt_state, grads, lr, max_grad_norm)
+        return (params, opt_state), dict(aux, grad_norm=gnorm)
+
+    def epoch(carry, k):
+        return jax.lax.scan(minibatch, carry, mappo.minibatches(config, k, data))
+
+    (params, opt_state), aux = jax.lax.scan(epoch, (params, opt_state),
+                                            jax.random.split(key, epochs))
+    return params, opt_state, jax.tree.map(jnp.mean, aux)
+
+
+# ----------------------------------------------------------------------------- critic
+def huber(x, delta):
+    a = jnp.abs(x)
+    quad = 0.5 * x * x
+    return jnp.where(delta > 0, jnp.where(a <= delta, quad, delta * (a - 0.5 * delta)), quad)
+
+
+def critic_update(p, config, hp, lr, critic, opt_state, batch, key):
+    """HARL's critic step: clipped, Huber value loss on the shared centralised critic.
+    batch: c_x [T, E, n, d], reset/value/target [T, E, n], cc0 [E, n, h]."""
+    def loss_fn(critic, mb):
+        def body(carry, x):
+            cx, reset = x
+            return apply_agents(p.critic, critic, True, carry, cx, reset, agent_axis=1)
+        _, value = jax.lax.scan(body, mb["cc0"], (mb["c_x"], mb["reset"]))
+        v_clip = mb["value"] + jnp.clip(value - mb["value"], -hp.clip_eps, hp.clip_eps)
+        loss = jnp.maximum(huber(value - mb["target"], hp.huber_delta),
+                           huber(v_clip - mb["target"], hp.huber_delta)).mean()
+        return loss, dict(value_loss=loss)
+
+    split = split_config(config, config.critic_minibatches)
+    return sgd(loss_fn, critic, opt_state, batch, key, split, config.critic_epochs, lr,
+               hp.max_grad_norm)
+
+
+# ----------------------------------------------------------------------------- init / step
+def init(key, env, config, actor_optimiser: bool = True) -> mappo.State:
+    """MAPPO's state with per-agent actors (and per-agent Adam states) and one shared critic."""
+    spec, p = env.spec, mappo._parts(env, config)
+    k_actor, k_critic, k_env, key = jax.random.split(key, 4)
+    E, n, h = config.num_envs, spec.n_agents, config.hidden
+    obs, env_state = jax.vmap(env.reset)(jax.random.split(k_env, E))
+    gstate = jax.vmap(env.global_state)(env_state)
+    a_x = mappo._actor_in(config, obs, 1, n)[0, 0]
+    c_x = mappo._critic_in(config, obs, gstate, 1, n)[0, 0]
+    zero_h, no_reset = jnp.zeros((h,)), jnp.zeros((), bool)
+    actor = init_agents(p.actor, k_actor, n, False, zero_h, a_x, no_reset)
+    critic = init_agents(p.critic, k_critic, n, True, zero_h, c_x, no_reset)
+    # vmapped so that every leaf (Adam's step count too) has the agent axis to index
+    actor_opt = jax.vmap(common.adam_init)(actor) if actor_optimiser else ()
+    return mappo.State(actor=actor, critic=critic, actor_opt=actor_opt,
+                       critic_opt=common.adam_init(critic), value_norm=common.ValueNorm.create(),
+                       env_state=env_state, obs=obs, done=jnp.zeros((E, n), bool),
+                       actor_carry=jnp.zeros((E, n, h)), critic_carry=jnp.zeros((E, n, h)),
+                       key=key, update_idx=jnp.zeros((), jnp.int32),
+                       hp=jax.tree.map(jnp.asarray, config))
+
+
+def make_step(env, config, agent_update: Callable):
+    """The training iteration of a sequential algorithm.
+
+    agent_update(p, config, hp, lr) -> update(i, params_i, opt_i, data_i, key)
+        -> (params_i, opt_i, metrics); data_i leaves are one agent's [T, E, ...] rollout
+        (a_x, mask, reset, action, adv) plus ca0 [E, h], logp and factor [T, E].
+    """
+    p = mappo._parts(env, config)
+    n = p.n
+    per_iter = config.num_envs * config.num_steps
+    total_updates = max(config.total_steps // per_iter, 1)
+    collect = mappo.rollout_fn(env, config, p, actor_shared=False, critic_shared=True)
+    log_prob = log_prob_fn(p, config)
+
+    def train_step(state):
+        ca0, cc0 = state.actor_carry, state.critic_carry
+        state, tr, adv, target, vn = collect(state)
+        hp = state.hp
+        lr = common.linear_anneal(hp.lr, state.update_idx, total_updates, config.anneal_lr)
+        critic_lr = common.linear_anneal(hp.critic_lr, state.update_idx, total_updates,
+                                         config.anneal_lr)
+        # HARL normalises advantages once over the whole batch, before any M weighting, so
+        # every agent sees the same scale whatever its position in the order.
+        adv_n = (adv - adv.mean()) / (adv.std() + 1e-5)
+        agent_major = lambda x: jnp.moveaxis(x, 2, 0)   # [T, E, n, ...] -> [n, T, E, ...]
+        data = {k: agent_major(tr[k]) for k in ("a_x", "mask", "reset", "action")}
+        data.update(adv=agent_major(adv_n), ca0=jnp.moveaxis(ca0, 1, 0))
+
+        key, k_order, k_agents, k_critic = jax.random.split(state.key, 4)
+        order = agent_order(k_order, n, config.fixed_order)
+        factor0 = jnp.ones((config.num_steps, config.num_envs))
+        actor, actor_opt, factor, aux = sequential_update(
+            agent_update(p, config, hp, lr), log_prob, state.actor, state.actor_opt, data,
+            order, jax.random.split(k_agents, n), factor0, config.sequential)
+
+        c_batch = dict(c_x=tr["c_x"], reset=tr["reset"], value=tr["value"], target=target,
+                       cc0=cc0)
+        critic, critic_opt, c_aux = critic_update(p, config, hp, critic_lr, state.critic,
+                                                  state.critic_opt, c_batch, k_critic)
+        state = state.replace(actor=actor, critic=critic, actor_opt=actor_opt,
+                              critic_opt=critic_opt, value_norm=vn, key=key,
+                              update_idx=state.update_idx + 1)
+        metrics = jax.tree.map(jnp.mean, aux)
+        metrics.update(c_aux, critic_grad_norm=c_aux.pop("grad_norm"),
+                       final_factor_mean=factor.mean(), lr=lr)
+        metrics.update(common.episode_stats(tr["info"]))
+        return state, metrics
+
+    return train_step
