@@ -15,9 +15,11 @@ Observations (choice of `obs`):
             the largest agent; per-body features of the humanoids (inertia, com velocity,
             actuator forces) are global-only.
   "jaxmarl" JaxMARL's MA-MuJoCo mappings (observation distance 1: own and neighbouring
-            joints); only for the partitions JaxMARL defines (ant_4x2, halfcheetah_6x1,
-            hopper_3x1, walker2d_2x3). Not humanoid_9|8: JaxMARL's mapping indexes a 376-dim
-            observation and Brax's humanoid has 244 (JaxMARL silently reads clamped indices).
+            joints); for ant_4x2, hopper_3x1, walker2d_2x3. Refused for the two other JaxMARL
+            partitions, whose mappings index past the Brax observation (JAX clamps the
+            gather, so JaxMARL silently repeats the last entry): halfcheetah_6x1 reads
+            index 17 of a 17-dim obs, humanoid_9|8 indexes a 376-dim (MuJoCo Gym) obs where
+            Brax's humanoid has 244.
 `global_state` is always the full robot observation.
 
 Episodes end at `max_steps` steps (Brax's `episode_length`) (truncation) or when the robot becomes unhealthy
@@ -212,8 +214,8 @@ def _jaxmarl_obs_indices(jaxmarl_name, obs_size):
     with _quiet_brax():
         from jaxmarl.environments.mabrax.mappings import _agent_observation_mapping
     rows = [np.asarray(v).tolist() for v in _agent_observation_mapping[jaxmarl_name].values()]
-    # JaxMARL's humanoid mapping indexes a 376-dim (MuJoCo Gym) observation; Brax's humanoid
-    # observation has 244 entries, so JAX's clamped gathers would silently repeat the last one.
+    # Stale JaxMARL mappings (humanoid: a 376-dim MuJoCo Gym obs vs Brax's 244; halfcheetah:
+    # index 17 of 17) would be read by clamped gathers, silently repeating the last entry.
     if max(max(r) for r in rows) >= obs_size:
         raise ValueError(
             f"invalid env option obs='jaxmarl' for mabrax_{jaxmarl_name}: JaxMARL's mapping "

@@ -1,0 +1,100 @@
+"""`jaxdiff bench` / `make bench`: training env-steps/s and compile time, printed as a table and
+written to bench/results/<name>.json.
+
+Each case times `jit(scan(vmap(step), K))` exactly as the runner runs it: compile once (timed
+through `lower().compile()`), one warm-up call, then repeated calls for at least `min_time`
+seconds. env-steps/s counts vectorised transitions over all vmapped seeds ("combined").
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+
+import jax
+import jax.numpy as jnp
+
+from jaxdiff import envs as envs_lib
+from jaxdiff.algos import base as algos
+
+# (algo, env, algo overrides). Presets = JaxMARL's baseline configs for these envs.
+CASES = [
+    ("ippo", "mpe_simple_spread", {}),
+    ("mappo", "mpe_simple_spread", {}),
+    ("mappo", "smax_3m", "preset"),
+    ("ippo", "smax_3m", "preset"),
+    ("ippo", "mabrax_ant_4x2", "preset"),
+    ("mappo", "mabrax_ant_4x2", "preset"),
+]
+SEEDS = (1, 4, 16)
+
+
+def _overrides(algo: str, env: str, over) -> dict:
+    if over != "preset":
+        return dict(over)
+    from jaxdiff.cli import compose
+    return compose([f"algo={algo}", f"env={env}"])["algo"]
+
+
+def measure(algo: str, env_name: str, overrides: dict, seeds: int, *, min_time: float = 5.0,
+            iters_per_call: int = 1, env_kwargs: dict | None = None) -> dict:
+    algorithm = algos.get(algo)
+    env = envs_lib.make(env_name, **(env_kwargs or {}))
+    config = algos.make_config(algorithm.Config, {**overrides, "total_steps": 10**7}
+                               if "total_steps" in algos.config_fields(algorithm.Config)
+                               else overrides)
+    keys = jax.random.split(jax.random.PRNGKey(0), seeds)
+    hp = jax.tree.map(lambda x: jnp.stack([jnp.asarray(x)] * seeds), config)
+    state = jax.jit(jax.vmap(lambda k, c: algorithm.init(k, env, c)))(keys, hp)
+    step = algorithm.step(env, config)
+    chunk = lambda s: jax.lax.scan(lambda s, _: jax.vmap(step)(s), s, None, length=iters_per_call)
+    t0 = time.perf_counter()
+    compiled = jax.jit(chunk, donate_argnums=0).lower(state).compile()
+    compile_s = time.perf_counter() - t0
+    state, m = compiled(state)
+    jax.block_until_ready(m)
+    per_call = algorithm.env_steps_per_iter(config, env) * iters_per_call * seeds
+    calls, t0 = 0, time.perf_counter()
+    while True:
+        state, m = compiled(state)
+        jax.block_until_ready(m)
+        calls += 1
+        elapsed = time.perf_counter() - t0
+        if elapsed >= min_time and calls >= 2:
+            break
+    return dict(algo=algo, env=env_name, seeds=seeds, compile_s=round(compile_s, 2),
+                env_steps_per_s=per_call * calls / elapsed,
+                env_steps_per_s_per_seed=per_call * calls / elapsed / seeds,
+                wall_per_call_s=elapsed / calls)
+
+
+def _machine() -> str:
+    return f"{platform.node()} {platform.machine()} {os.cpu_count()} cores, {jax.devices()[0].device_kind}"
+
+
+def main(quick: str = "false", only: str = "", seeds: str = "", min_time: str = "5",
+         out: str = "bench/results") -> list[dict]:
+    quick_b = str(quick).lower() in ("true", "1", "yes")
+    seed_list = tuple(int(s) for s in seeds.split(",")) if seeds else ((1, 4) if quick_b else SEEDS)
+    rows = []
+    os.makedirs(out, exist_ok=True)
+    print(f"machine: {_machine()}, jax {jax.__version__}")
+    print("| algo | env | seeds | compile s | env-steps/s (all seeds) | per seed | x vs 1 seed |")
+    print("|---|---|---|---|---|---|---|")
+    for algo, env, over in CASES:
+        if only and only not in f"{algo}_{env}":
+            continue
+        base_rate = None
+        for s in seed_list:
+            r = measure(algo, env, _overrides(algo, env, over), s, min_time=float(min_time))
+            base_rate = base_rate or r["env_steps_per_s"]
+            r["speedup_vs_1_seed"] = r["env_steps_per_s"] / base_rate
+            rows.append(r)
+            print(f"| {algo} | {env} | {s} | {r['compile_s']:.1f} | {r['env_steps_per_s']:,.0f} | "
+                  f"{r['env_steps_per_s_per_seed']:,.0f} | {r['speedup_vs_1_seed']:.2f} |", flush=True)
+    result = dict(machine=_machine(), jax=jax.__version__, rows=rows)
+    with open(os.path.join(out, "training_throughput.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    print(f"written: {os.path.join(out, 'training_throughput.json')}")
+    return rows
