@@ -307,8 +307,11 @@ def step(env, config: Config):
             ca, out = actor_apply(actor, ca, ax, reset)
             cc, v = critic_apply(critic, cc, cx, reset)
             return (ca, cc), (_dist(p, out, mask), v)
-        _, (dist, value) = jax.lax.scan(body, carries, (mb["a_x"], mb["c_x"], mb["reset"],
-                                                        mb["mask"]))
+        xs = (mb["a_x"], mb["c_x"], mb["reset"], mb["mask"])
+        if not config.recurrent:  # T == 1: skip the scan (and its backward while-loop)
+            _, (dist, value) = body(carries, jax.tree.map(lambda x: x[0], xs))
+            return jax.tree.map(lambda x: x[None], dist), value[None]
+        _, (dist, value) = jax.lax.scan(body, carries, xs)
         return dist, value
 
     def loss_fn(actor, critic, hp, mb):

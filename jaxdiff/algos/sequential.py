@@ -96,7 +96,7 @@ def put_agent(tree, i, sub):
 
 
 def sequential_update(update_agent: Callable, log_prob: Callable, params, opt_state, data,
-                      order, keys, factor0, sequential: bool = True):
+                      order, keys, factor0, sequential: bool = True, unroll: bool = False):
     """Update the agents one at a time in `order`, carrying the M factor between them.
 
     params, opt_state, data: pytrees with a leading agent axis [n, ...].
@@ -104,6 +104,8 @@ def sequential_update(update_agent: Callable, log_prob: Callable, params, opt_st
     update_agent(i, params_i, opt_i, data_i, key) -> (params_i, opt_i, metrics); `data_i` gets
         `logp` (the agent's pre-update log-probs) and `factor` (M from its predecessors).
     order: int32[n]; keys: [n, 2]; factor0: [S] (ones).
+    unroll: trace the body once per agent (what a Python loop does); only for the compile-time
+        benchmark, which shows why the default traces it once.
     Returns (params, opt_state, factor after the last agent, metrics stacked per position).
     """
     def body(carry, xs):
@@ -121,7 +123,7 @@ def sequential_update(update_agent: Callable, log_prob: Callable, params, opt_st
         return (put_agent(params, i, p_i), put_agent(opt_state, i, o_i), factor), metrics
 
     (params, opt_state, factor), metrics = jax.lax.scan(body, (params, opt_state, factor0),
-                                                        (order, keys))
+                                                        (order, keys), unroll=unroll)
     return params, opt_state, factor, metrics
 
 
@@ -247,7 +249,7 @@ def init(key, env, config, actor_optimiser: bool = True) -> mappo.State:
                        hp=jax.tree.map(jnp.asarray, config))
 
 
-def make_step(env, config, agent_update: Callable):
+def make_step(env, config, agent_update: Callable, unroll: bool = False):
     """The training iteration of a sequential algorithm.
 
     agent_update(p, config, hp, lr) -> update(i, params_i, opt_i, data_i, key)
@@ -280,7 +282,7 @@ def make_step(env, config, agent_update: Callable):
         factor0 = jnp.ones((config.num_steps, config.num_envs))
         actor, actor_opt, factor, aux = sequential_update(
             agent_update(p, config, hp, lr), log_prob, state.actor, state.actor_opt, data,
-            order, jax.random.split(k_agents, n), factor0, config.sequential)
+            order, jax.random.split(k_agents, n), factor0, config.sequential, unroll)
 
         c_batch = dict(c_x=tr["c_x"], reset=tr["reset"], value=tr["value"], target=target,
                        cc0=cc0)
@@ -289,8 +291,9 @@ def make_step(env, config, agent_update: Callable):
         state = state.replace(actor=actor, critic=critic, actor_opt=actor_opt,
                               critic_opt=critic_opt, value_norm=vn, key=key,
                               update_idx=state.update_idx + 1)
-        metrics = jax.tree.map(jnp.mean, aux)
-        metrics.update(c_aux, critic_grad_norm=c_aux.pop("grad_norm"),
+        metrics = jax.tree.map(jnp.mean, aux)          # averaged over the agents
+        metrics["actor_grad_norm"] = metrics.pop("grad_norm")
+        metrics.update(value_loss=c_aux["value_loss"], critic_grad_norm=c_aux["grad_norm"],
                        final_factor_mean=factor.mean(), lr=lr)
         metrics.update(common.episode_stats(tr["info"]))
         return state, metrics

@@ -125,14 +125,14 @@ def test_traced_program_does_not_grow_with_agents():
 
 def _tiny_state(algo, **kw):
     alg = base.get(algo)
-    env = envs.make("coordination_game", n_agents=3)
-    cfg = base.make_config(alg.Config, dict(num_envs=2, num_steps=3, hidden=8, critic_epochs=1,
+    env = envs.make("coordination_game", n_agents=2)
+    cfg = base.make_config(alg.Config, dict(num_envs=2, num_steps=2, hidden=8, critic_epochs=1,
                                             total_steps=100, **kw))
     return env, cfg, alg, alg.init(jax.random.PRNGKey(0), env, cfg)
 
 
-@pytest.mark.parametrize("algo,kw", [("happo", dict(update_epochs=2, num_minibatches=2)),
-                                     ("hatrpo", dict(cg_iters=3, ls_steps=3))])
+@pytest.mark.parametrize("algo,kw", [("happo", dict(update_epochs=1, num_minibatches=2)),
+                                     ("hatrpo", dict(cg_iters=2, ls_steps=2))])
 def test_jit_equals_no_jit_for_one_step(algo, kw):
     env, cfg, alg, state = _tiny_state(algo, **kw)
     step = alg.step(env, cfg)

@@ -1,0 +1,135 @@
+"""Side-by-side training throughput: JaxMARL's own baseline scripts vs jaxdiff, one process.
+
+JaxMARL's baseline scripts are not a package; pass a checkout (`--jaxmarl DIR`, the folder that
+holds `baselines/`). Nothing of it is copied here: the script is imported from that folder, its
+`wandb` import is satisfied by a no-op module (its logging callback still runs, as it does for
+JaxMARL's users), and its `make_train` is timed with the same config as ours.
+
+    python experiments/baselines/compare_jaxmarl.py --jaxmarl /path/to/JaxMARL [--updates 30]
+
+Prints a table (compile s, steady env-steps/s, ratio) and writes results/compare_jaxmarl.json.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import sys
+import time
+import types
+
+import jaxdiff  # noqa: F401  (XLA flags before JAX starts)
+import jax
+import jax.numpy as jnp
+
+from jaxdiff import envs as envs_lib
+from jaxdiff.algos import base as algos
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+CASES = {
+    # name: (JaxMARL script, its config yaml, jaxdiff algo, env, overrides mirroring the yaml)
+    "ippo_ff_mpe": ("baselines/IPPO/ippo_ff_mpe.py", "baselines/IPPO/config/ippo_ff_mpe.yaml",
+                    "ippo", "mpe_simple_spread",
+                    dict(num_envs=16, num_steps=128, update_epochs=4, num_minibatches=4,
+                         lr=2.5e-4, ent_coef=0.01, clip_eps=0.2, vf_coef=0.5, max_grad_norm=0.5,
+                         activation="tanh", agent_id=False)),
+    "mappo_rnn_smax_3m": ("baselines/MAPPO/mappo_rnn_smax.py",
+                          "baselines/MAPPO/config/mappo_homogenous_rnn_smax.yaml",
+                          "mappo", "smax_3m",
+                          dict(num_envs=128, num_steps=128, update_epochs=4, num_minibatches=4,
+                               hidden=128, recurrent=True, activation="relu", lr=0.002,
+                               ent_coef=0.0, clip_eps=0.2, vf_coef=0.5, max_grad_norm=0.25)),
+    "ippo_ff_mabrax_ant_4x2": ("baselines/IPPO/ippo_ff_mabrax.py",
+                               "baselines/IPPO/config/ippo_ff_mabrax.yaml",
+                               "ippo", "mabrax_ant_4x2",
+                               dict(num_envs=64, num_steps=300, update_epochs=4, num_minibatches=4,
+                                    lr=1e-3, ent_coef=2e-6, vf_coef=4.5, max_grad_norm=0.5,
+                                    activation="tanh", agent_id=False)),
+}
+
+
+def _load_jaxmarl(path: str, script: str):
+    sys.modules.setdefault("wandb", types.SimpleNamespace(log=lambda *a, **k: None,
+                                                          init=lambda *a, **k: None))
+    spec = importlib.util.spec_from_file_location("jaxmarl_baseline", os.path.join(path, script))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _time_program(fn, arg, repeats: int = 2):
+    t0 = time.perf_counter()
+    compiled = jax.jit(fn).lower(arg).compile()
+    compile_s = time.perf_counter() - t0
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(compiled(arg))
+        best = min(best, time.perf_counter() - t0)
+    return compile_s, best
+
+
+def run_case(name: str, jaxmarl_dir: str, updates: int, seeds: int) -> dict:
+    import yaml
+    script, cfg_path, algo, env_name, over = CASES[name]
+    with open(os.path.join(jaxmarl_dir, cfg_path)) as f:
+        jm_cfg = yaml.safe_load(f)
+    if name.startswith("mappo_rnn_smax"):
+        jm_cfg["MAP_NAME"] = "3m"
+    per_update = jm_cfg["NUM_ENVS"] * jm_cfg["NUM_STEPS"]
+    jm_cfg["TOTAL_TIMESTEPS"] = per_update * updates
+    jm_cfg["NUM_SEEDS"] = seeds
+    mod = _load_jaxmarl(jaxmarl_dir, script)
+    train = mod.make_train(dict(jm_cfg))
+    keys = jax.random.split(jax.random.PRNGKey(0), seeds)
+    jm_compile, jm_wall = _time_program(jax.vmap(train), keys)
+
+    algorithm = algos.get(algo)
+    env = envs_lib.make(env_name)
+    config = algos.make_config(algorithm.Config, dict(over, total_steps=per_update * updates))
+    hp = jax.tree.map(lambda x: jnp.stack([jnp.asarray(x)] * seeds), config)
+    step = algorithm.step(env, config)
+
+    def ours(k):
+        state = jax.vmap(lambda kk, c: algorithm.init(kk, env, c))(k, hp)
+        return jax.lax.scan(lambda s, _: jax.vmap(step)(s), state, None, length=updates)[1]
+
+    jd_compile, jd_wall = _time_program(ours, keys)
+    steps = per_update * updates * seeds
+    row = dict(case=name, seeds=seeds, updates=updates, env_steps=steps,
+               jaxmarl_compile_s=jm_compile, jaxdiff_compile_s=jd_compile,
+               jaxmarl_env_steps_per_s=steps / jm_wall, jaxdiff_env_steps_per_s=steps / jd_wall,
+               speedup=jm_wall / jd_wall)
+    return row
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--jaxmarl", required=True, help="JaxMARL checkout (holds baselines/)")
+    ap.add_argument("--cases", default="ippo_ff_mpe", help=f"comma list of {list(CASES)}")
+    ap.add_argument("--updates", type=int, default=30)
+    ap.add_argument("--seeds", default="1,16")
+    ap.add_argument("--out", default=os.path.join(HERE, "results"))
+    args = ap.parse_args()
+    if not os.path.isdir(os.path.join(args.jaxmarl, "baselines")):
+        sys.exit(f"--jaxmarl {args.jaxmarl}: no baselines/ folder there; pass a JaxMARL checkout.")
+    rows = []
+    print("| case | seeds | JaxMARL env-steps/s | jaxdiff env-steps/s | ratio | compile JaxMARL / jaxdiff s |")
+    print("|---|---|---|---|---|---|")
+    for name in args.cases.split(","):
+        for s in (int(x) for x in args.seeds.split(",")):
+            r = run_case(name, args.jaxmarl, args.updates, s)
+            rows.append(r)
+            print(f"| {name} | {s} | {r['jaxmarl_env_steps_per_s']:,.0f} | "
+                  f"{r['jaxdiff_env_steps_per_s']:,.0f} | {r['speedup']:.2f} | "
+                  f"{r['jaxmarl_compile_s']:.1f} / {r['jaxdiff_compile_s']:.1f} |", flush=True)
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "compare_jaxmarl.json"), "w") as f:
+        json.dump(dict(machine=f"{os.cpu_count()} cores, {jax.devices()[0].device_kind}",
+                       jax=jax.__version__, rows=rows), f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
