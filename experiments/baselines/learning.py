@@ -112,6 +112,13 @@ def main():
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     rows = [run(n, args.quick, args.out) for n in CASES if args.only in n]
+    # Keep earlier cases' rows (runs of other --only filters) in the same table.
+    path = os.path.join(args.out, "learning.json")
+    if os.path.exists(path):
+        with open(path) as fh:
+            done = {r["case"] for r in rows}
+            rows = [r for r in json.load(fh) if r["case"] not in done] + rows
+    rows.sort(key=lambda r: list(CASES).index(r["case"]))
     write(rows, args.out, args.quick)
 
 
