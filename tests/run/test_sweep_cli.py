@@ -57,12 +57,14 @@ def test_cli_unknown_sweep(capsys):
 def test_cli_train_and_eval(tmp_path, capsys):
     over = [f"algo.{k}={v}" for k, v in TINY.items()]
     rc = cli.main(["train", "algo=ippo", "env=mpe_simple_spread", "seeds=1", "total_steps=128",
-                   "chunks=1", "eval_episodes=2", "progress=false", f"run_dir={tmp_path}", *over])
+                   "chunks=1", "eval_episodes=2", "progress=false", "tensorboard=true",
+                   f"run_dir={tmp_path}", *over])
     assert rc == 0
     out = capsys.readouterr().out
     assert str(tmp_path) in out
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["algo"] == "ippo" and summary["seeds"] == 1
     assert (tmp_path / "curves.png").exists()
+    assert any((tmp_path / "tb").rglob("events.out.tfevents.*"))
     assert cli.main(["eval", f"run_dir={tmp_path}", "episodes=3"]) == 0
     assert "eval_return" in json.loads((tmp_path / "eval.json").read_text())["mean"]
