@@ -82,20 +82,37 @@ def run(name: str, quick: bool, out: str, seeds: int = 3) -> dict:
                 env_steps_per_s=summary["env_steps_per_s"], compile_s=summary["compile_s"])
 
 
+def _last_chunk(run_dir: str) -> dict:
+    """Mean over seeds of the training metrics of the run's last chunk."""
+    from jaxdiff.run.logging import read_jsonl
+    rows = read_jsonl(os.path.join(run_dir, "metrics.jsonl"))
+    if not rows:
+        return {}
+    last = [r for r in rows if r["chunk"] == rows[-1]["chunk"]]
+    keys = [k for k in ("train_return", "train_win_rate") if k in last[0]]
+    return {k: sum(r[k] for r in last) / len(last) for k in keys}
+
+
 def write(rows: list[dict], out: str, quick: bool) -> None:
     lines = ["# On-policy baselines: jaxdiff vs JaxMARL reference numbers", "",
              f"Scale: {'--quick (smoke budgets)' if quick else 'reference budgets'}; 3 seeds each,"
              " mean ± std over seeds of the final deterministic evaluation (32 episodes per seed);"
              " CPU (2 cores).", "",
-             "| case | env steps/seed | final return | win rate | random policy | reference |",
-             "|---|---|---|---|---|---|"]
+             "Train columns: training-rollout episodes of the last chunk (what JaxMARL's scripts"
+             " log), mean over seeds.", "",
+             "| case | env steps/seed | final eval return | eval win rate | train return | "
+             "train win rate | random policy | reference |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         f = r["final"]
         win = f"{f['win_rate_mean']:.2f}" if "win_rate_mean" in f else "–"
         rnd = f"{r['random']['return_mean']:.2f}" + (
             f" (win {r['random']['win_rate']:.2f})" if "win_rate_mean" in f else "")
+        last = _last_chunk(r["run_dir"])
+        tr = f"{last['train_return']:.2f}" if "train_return" in last else "–"
+        twin = f"{last['train_win_rate']:.2f}" if "win_rate_mean" in f else "–"
         lines.append(f"| {r['case']} | {r['steps']:,} | {f['return_mean']:.2f} ± "
-                     f"{f['return_std']:.2f} | {win} | {rnd} | {r['reference']} |")
+                     f"{f['return_std']:.2f} | {win} | {tr} | {twin} | {rnd} | {r['reference']} |")
     text = "\n".join(lines) + "\n"
     with open(os.path.join(out, "learning.md"), "w") as fh:
         fh.write(text)
@@ -109,7 +126,12 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--only", default="", help="substring filter on case names")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
+    ap.add_argument("--table-only", action="store_true", help="rewrite the table from the JSON")
     args = ap.parse_args()
+    if args.table_only:
+        with open(os.path.join(args.out, "learning.json")) as fh:
+            write(json.load(fh), args.out, args.quick)
+        return
     os.makedirs(args.out, exist_ok=True)
     rows = [run(n, args.quick, args.out) for n in CASES if args.only in n]
     # Keep earlier cases' rows (runs of other --only filters) in the same table.

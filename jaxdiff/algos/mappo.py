@@ -290,7 +290,7 @@ def minibatches(config, key, batch):
 # ----------------------------------------------------------------------------- step
 def step(env, config: Config):
     p = _parts(env, config)
-    n, shared = p.n, config.shared_params
+    shared = config.shared_params
     total_updates = max(config.total_steps // (config.num_envs * config.num_steps), 1)
     collect = rollout_fn(env, config, p, shared, shared)
 

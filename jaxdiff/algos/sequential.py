@@ -134,8 +134,16 @@ def agent_forward(p, params_i, mb):
         ax, reset, mask = x
         carry, out = p.actor.apply(params_i, carry, ax, reset)
         return carry, mappo._dist(p, out, mask)
-    _, dist = jax.lax.scan(body, mb["ca0"], (mb["a_x"], mb["reset"], mb["mask"]))
-    return dist
+    return _time_scan(body, mb["ca0"], (mb["a_x"], mb["reset"], mb["mask"]))
+
+
+def _time_scan(body, carry, xs):
+    """Outputs of a scan over the leading time axis; feed-forward minibatches have T' = 1, and
+    calling the body directly saves the scan (and the while loop of its gradient)."""
+    if jax.tree.leaves(xs)[0].shape[0] == 1:
+        _, out = body(carry, jax.tree.map(lambda x: x[0], xs))
+        return jax.tree.map(lambda o: o[None], out)
+    return jax.lax.scan(body, carry, xs)[1]
 
 
 def dim_mask_of(p, i):
@@ -215,7 +223,7 @@ def critic_update(p, config, hp, lr, critic, opt_state, batch, key):
         def body(carry, x):
             cx, reset = x
             return apply_agents(p.critic, critic, True, carry, cx, reset, agent_axis=1)
-        _, value = jax.lax.scan(body, mb["cc0"], (mb["c_x"], mb["reset"]))
+        value = _time_scan(body, mb["cc0"], (mb["c_x"], mb["reset"]))
         v_clip = mb["value"] + jnp.clip(value - mb["value"], -hp.clip_eps, hp.clip_eps)
         loss = jnp.maximum(huber(value - mb["target"], hp.huber_delta),
                            huber(v_clip - mb["target"], hp.huber_delta)).mean()

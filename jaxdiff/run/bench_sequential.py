@@ -10,7 +10,8 @@ the same MPE env (no agent loop at all: its growth is the env's).
 
     python -m jaxdiff.run.bench_sequential [--agents 2 8 17] [--out bench/results/...]
 
-writes `{"compile_s": {"2": ..., "8": ..., "17": ...}, ...}`; tests never assert wall-clock time.
+writes `{"compile_s": {"2": ..., "8": ..., "17": ...}, "hlo_lines": {...}, ...}`; tests never
+assert wall-clock time.
 """
 from __future__ import annotations
 
@@ -36,7 +37,10 @@ def _env(kind: str, n: int):
     return envs.make("coordination_game", n_agents=n)
 
 
-def compile_seconds(n: int, kind: str = "mpe", unroll: bool = False, algo=happo) -> float:
+def compile_stats(n: int, kind: str = "mpe", unroll: bool = False, algo=happo):
+    """(compile seconds, lines of the optimised HLO) of one training step with n agents.
+    The line count is a load-independent measure of the compiled program's size (the lowered
+    StableHLO would not do: it shares repeated function bodies that XLA then inlines)."""
     env = _env(kind, n)
     config = base.make_config(algo.Config, BENCH_CONFIG)
     state = jax.jit(lambda k: algo.init(k, env, config))(jax.random.PRNGKey(0))
@@ -44,30 +48,43 @@ def compile_seconds(n: int, kind: str = "mpe", unroll: bool = False, algo=happo)
         step = sequential.make_step(env, config, happo.policy_update, unroll=unroll)
     else:
         step = algo.step(env, config)
+    lowered = jax.jit(step).lower(state)
     t0 = time.perf_counter()
-    jax.jit(step).lower(state).compile()
-    return time.perf_counter() - t0
+    compiled = lowered.compile()
+    return time.perf_counter() - t0, len(compiled.as_text().splitlines())
+
+
+def compile_seconds(n: int, **kw) -> float:
+    return compile_stats(n, **kw)[0]
+
+
+VARIANTS = {  # result key suffix -> compile_stats keywords
+    "": {},                                # HAPPO on mpe_simple_spread (n agents, n landmarks)
+    "_toy": {"kind": "toy"},               # HAPPO on the n-agent coordination game
+    "_unrolled": {"unroll": True},         # HAPPO on MPE, agent loop unrolled
+    "_mappo": {"algo": mappo},             # MAPPO on MPE: no agent loop, the env's growth
+}
 
 
 def measure_compile(n_agents_list=(2, 8, 17), unrolled: bool = True, toy: bool = True,
                     reference: bool = True, repeats: int = 2) -> dict:
     """Compile seconds per agent count (best of `repeats` fresh compiles, since a shared
-    machine's load only ever adds time): `compile_s` (HAPPO on mpe_simple_spread), and
-    optionally `compile_s_toy` (coordination toy), `compile_s_unrolled` (MPE, agent loop
-    unrolled) and `compile_s_mappo` (MAPPO on the same MPE env)."""
-    def best(**kw):
-        return {str(n): min(compile_seconds(n, **kw) for _ in range(repeats))
-                for n in n_agents_list}
-
-    out = {"compile_s": best()}
-    if toy:
-        out["compile_s_toy"] = best(kind="toy")
-    if unrolled:
-        out["compile_s_unrolled"] = best(unroll=True)
-    if reference:
-        out["compile_s_mappo"] = best(algo=mappo)
-    out.update(repeats=repeats, config=BENCH_CONFIG, backend=jax.default_backend(), jax=jax.__version__,
-               machine=platform.machine(), cpu_count=os.cpu_count())
+    machine's load only ever adds time) and optimised-HLO sizes: `compile_s` /
+    `hlo_lines` for HAPPO on mpe_simple_spread and, optionally, the same with suffix `_toy`
+    (coordination toy), `_unrolled` (MPE, agent loop unrolled) and `_mappo` (MAPPO on MPE)."""
+    wanted = {"": True, "_toy": toy, "_unrolled": unrolled, "_mappo": reference}
+    out = {}
+    for suffix, kw in VARIANTS.items():
+        if not wanted[suffix]:
+            continue
+        secs, lines = {}, {}
+        for n in n_agents_list:
+            runs = [compile_stats(n, **kw) for _ in range(repeats)]
+            secs[str(n)], lines[str(n)] = min(r[0] for r in runs), runs[0][1]
+        out["compile_s" + suffix], out["hlo_lines" + suffix] = secs, lines
+    out.update(repeats=repeats, config=BENCH_CONFIG, backend=jax.default_backend(),
+               jax=jax.__version__, machine=platform.machine(), cpu_count=os.cpu_count(),
+               load_avg_1m=os.getloadavg()[0])
     return out
 
 
@@ -83,12 +100,11 @@ def main(argv=None):
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(res, f, indent=2)
-    rows = [k for k in ("compile_s", "compile_s_toy", "compile_s_unrolled", "compile_s_mappo")
-            if k in res]
+    rows = [k for k in res if k.startswith(("compile_s", "hlo_lines"))]
     print("| agents | " + " | ".join(rows) + " |")
     print("| --- |" + " --- |" * len(rows))
     for n in args.agents:
-        print(f"| {n} | " + " | ".join(f"{res[r][str(n)]:.1f}" for r in rows) + " |")
+        print(f"| {n} | " + " | ".join(f"{res[r][str(n)]:.4g}" for r in rows) + " |")
     print(f"wrote {args.out}")
 
 

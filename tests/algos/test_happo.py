@@ -84,3 +84,19 @@ def test_solves_coordination_game_from_f14_start():
     probs = _probs(env, cfg, state.actor, jnp.ones((2, 2), bool))
     assert float(expected_reward(probs)) > 0.95
     np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_heterogeneous_padded_action_dims_get_no_update():
+    """speaker_listener: the speaker acts in 3 dims, the listener in 5; the speaker's padded
+    dims 3-4 enter neither its log-probs nor its entropy, so their log-std never moves."""
+    env = envs.make("mpe_simple_speaker_listener", action_type="continuous")
+    assert env.spec.act_sizes == (3, 5)
+    cfg = base.make_config(happo.Config, dict(num_envs=4, num_steps=25, hidden=16, lr=0.01))
+    state = happo.init(jax.random.PRNGKey(0), env, cfg)
+    new, metrics = jax.jit(happo.step(env, cfg))(state)
+    assert all(math.isfinite(float(v)) for v in metrics.values())
+    old_std, new_std = state.actor["params"]["log_std"], new.actor["params"]["log_std"]
+    np.testing.assert_array_equal(new_std[0, 3:], old_std[0, 3:])
+    assert np.abs(np.asarray(new_std[0, :3] - old_std[0, :3])).max() > 0
+    assert np.abs(np.asarray(new_std[1] - old_std[1])).min() > 0

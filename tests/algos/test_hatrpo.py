@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.flatten_util import ravel_pytree
 
 import jaxdiff.envs.toys  # noqa: F401  (registers coordination_game)
 from jaxdiff import envs
@@ -68,7 +69,7 @@ def test_gaussian_policy_step_respects_kl():
     a = jax.random.normal(k3, (64, 2))
     adv = jax.random.normal(k4, (64,))
     dist = lambda p: (x @ p["w"], jnp.broadcast_to(p["log_std"], (64, 2)))
-    theta0, unravel = jax.flatten_util.ravel_pytree(params0)
+    theta0, unravel = ravel_pytree(params0)
     logp0 = D.gaussian_log_prob(*dist(params0), a)
 
     def surrogate(th):

@@ -78,10 +78,10 @@ def test_m_factor_is_product_of_earlier_agents_ratios():
     keys = jax.random.split(jax.random.PRNGKey(0), n)
     new, _, final, metrics = _run_scan(params, opt, data, order, keys)
     # Each agent is updated once, so its final parameters are its "new" policy.
-    ratio = {i: np.exp(_log_prob(i, jax.tree.map(lambda x: x[i], new), {"action": data["action"][i]})
-                       - _log_prob(i, jax.tree.map(lambda x: x[i], params),
-                                   {"action": data["action"][i]}))
-             for i in range(n)}
+    def log_prob_of(tree, i):
+        return _log_prob(i, jax.tree.map(lambda x: x[i], tree), {"action": data["action"][i]})
+
+    ratio = {i: np.exp(log_prob_of(new, i) - log_prob_of(params, i)) for i in range(n)}
     expected = np.ones(S)
     for m, i in enumerate(order.tolist()):
         np.testing.assert_allclose(metrics["factor_seen"][m], expected, rtol=1e-5, atol=1e-6)
@@ -109,18 +109,22 @@ def test_agent_order_is_a_uniform_permutation():
     np.testing.assert_array_equal(sequential.agent_order(keys[0], 5, True), np.arange(5))
 
 
-def test_traced_program_does_not_grow_with_agents():
-    """The update of agent i is traced once (dynamic index), so the lowered program of the
-    sequential update has the same size for 2 and 16 agents (tests never time compiles)."""
-    sizes = {}
-    for n in (2, 16):
+def test_compiled_program_does_not_grow_with_agents():
+    """The update of agent i is traced once (dynamic index), so the optimised HLO of the
+    sequential update has the same size for 2 and 16 agents, while unrolling the agent loop
+    (what a Python `for` compiles to) grows it with the agent count (tests never time compiles)."""
+    def hlo_lines(n, unroll):
         params, opt, data = _toy(n)
         fn = jax.jit(lambda p, o, d, order, keys: sequential.sequential_update(
-            _update, _log_prob, p, o, d, order, keys, jnp.ones((S,))))
-        text = fn.lower(params, opt, data, jnp.arange(n), jax.random.split(
-            jax.random.PRNGKey(0), n)).as_text()
-        sizes[n] = len(text.splitlines())
-    assert sizes[16] <= sizes[2] * 1.05, sizes
+            _update, _log_prob, p, o, d, order, keys, jnp.ones((S,)), True, unroll))
+        compiled = fn.lower(params, opt, data, jnp.arange(n),
+                            jax.random.split(jax.random.PRNGKey(0), n)).compile()
+        return len(compiled.as_text().splitlines())
+
+    scanned = {n: hlo_lines(n, False) for n in (2, 16)}
+    assert scanned[16] <= scanned[2] * 1.05, scanned
+    unrolled = {n: hlo_lines(n, True) for n in (2, 6)}
+    assert unrolled[6] > 2 * unrolled[2], unrolled
 
 
 def _tiny_state(algo, **kw):
@@ -152,3 +156,20 @@ def test_config_validation_names_the_key():
     with pytest.raises(base.ConfigError, match="critic_minibatches"):
         base.make_config(happo.Config, dict(num_envs=3, num_steps=5, critic_minibatches=4))
     assert base.make_config(happo.Config, {}).shared_params is False
+
+
+def test_f14_coordination_game_mirror_step():
+    """spec-haqo F14: one exact mirror step pi' ∝ pi exp(5A) from pi1 = (0.9, 0.1),
+    pi2 = (0.1, 0.9) through `sequential_update`: sequential ≈ 0.856, simultaneous ≈ 0.243."""
+    import importlib.util
+    import pathlib
+    path = pathlib.Path(__file__).parents[2] / "experiments" / "baselines" / "coordination_game.py"
+    spec = importlib.util.spec_from_file_location("coordination_game_experiment", path)
+    exp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(exp)
+    for order in ((0, 1), (1, 0)):
+        seq, probs = exp.mirror_step(order, True)
+        sim, _ = exp.mirror_step(order, False)
+        np.testing.assert_allclose(seq, 0.856, atol=5e-4)
+        np.testing.assert_allclose(sim, 0.243, atol=5e-4)
+        np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-6)
