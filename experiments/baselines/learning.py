@@ -77,6 +77,8 @@ def run(name: str, quick: bool, out: str, seeds: int = 3) -> dict:
     run_dir = os.path.join(out, "runs", f"{name}_{steps}")
     summary = runner.train(spec, run_dir)
     rnd = random_policy(env)
+    import shutil  # curves next to the table (run folders themselves are not versioned)
+    shutil.copy(os.path.join(run_dir, "curves.png"), os.path.join(out, f"{name}_curves.png"))
     return dict(case=name, algo=algo, env=env, steps=steps, seeds=seeds, final=summary["final"],
                 best=summary["best"], random=rnd, reference=reference, run_dir=run_dir,
                 env_steps_per_s=summary["env_steps_per_s"], compile_s=summary["compile_s"])

@@ -1,5 +1,6 @@
-"""HAPPO: action masks respected on the per-agent path, smoke run via the runner, and (slow) it
-solves the coordination game from the F14 start."""
+"""HAPPO: action masks respected on the per-agent path, smoke run via the runner; slow: it
+solves the coordination game from the F14 start, and heterogeneous agents' padded action dims
+never move."""
 import math
 
 import jax
