@@ -44,3 +44,4 @@ __all__ = [
     "options",
     "register",
 ]
+from jaxdiff.envs import toys  # noqa: E402,F401  (registers coordination_game)
