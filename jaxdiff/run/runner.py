@@ -18,7 +18,6 @@ import os
 import signal
 import sys
 import time
-from typing import Any
 
 import jax
 import jax.numpy as jnp

@@ -14,8 +14,6 @@ from jaxdiff.algos import base, happo, mappo
 from jaxdiff.envs.toys.coordination import CoordinationGame, expected_reward
 from jaxdiff.envs.wrappers import EpisodeStats
 from jaxdiff.nets.agents import apply_agents
-from jaxdiff.run import logging as runlog
-from jaxdiff.run import runner
 
 
 class _MaskedGame(CoordinationGame):
@@ -52,21 +50,6 @@ def test_masked_action_never_taken_and_gets_no_probability():
     acts = jax.vmap(lambda k: mappo.act(cfg, env, state, jnp.ones((2, 1)), jnp.zeros((2, 16)),
                                         mask, k, False)[0])(keys)
     assert not bool((acts[:, 0] == 2).any())
-
-
-def test_smoke_train_continuous_spread(tmp_path):
-    spec = runner.RunSpec(algo="happo", env="mpe_simple_spread",
-                          env_kwargs={"action_type": "continuous"},
-                          algo_overrides=dict(num_envs=4, num_steps=25, hidden=16,
-                                              update_epochs=2, critic_epochs=2),
-                          seeds=2, total_steps=2000, chunks=2, eval_episodes=4)
-    summary = runner.train(spec, str(tmp_path), progress=False, quiet=True)
-    assert math.isfinite(summary["final"]["return_mean"])
-    rows = runlog.read_jsonl(str(tmp_path / "metrics.jsonl"))
-    assert len(rows) == 4
-    for r in rows:
-        for k in ("actor_loss", "value_loss", "entropy", "factor_mean", "final_factor_mean"):
-            assert math.isfinite(r[k]), k
 
 
 @pytest.mark.slow

@@ -12,8 +12,6 @@ from jaxdiff import envs
 from jaxdiff.algos import base, hatrpo, mappo
 from jaxdiff.nets import distributions as D
 from jaxdiff.nets.agents import apply_agents
-from jaxdiff.run import logging as runlog
-from jaxdiff.run import runner
 
 HP = hatrpo.Config()
 
@@ -114,18 +112,3 @@ def test_real_step_keeps_every_agents_kl_below_delta():
     assert (kls > 0).any()
     assert math.isfinite(float(metrics["value_loss"]))
 
-
-def test_smoke_train_continuous_spread(tmp_path):
-    spec = runner.RunSpec(algo="hatrpo", env="mpe_simple_spread",
-                          env_kwargs={"action_type": "continuous"},
-                          algo_overrides=dict(num_envs=4, num_steps=25, hidden=16,
-                                              critic_epochs=2),
-                          seeds=2, total_steps=2000, chunks=2, eval_episodes=4)
-    summary = runner.train(spec, str(tmp_path), progress=False, quiet=True)
-    assert math.isfinite(summary["final"]["return_mean"])
-    rows = runlog.read_jsonl(str(tmp_path / "metrics.jsonl"))
-    assert len(rows) == 4
-    for r in rows:
-        for k in ("kl", "accepted", "value_loss", "factor_mean"):
-            assert math.isfinite(r[k]), k
-        assert r["kl"] <= 0.01 * (1 + 1e-4)

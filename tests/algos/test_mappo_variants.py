@@ -1,6 +1,5 @@
 """MAPPO/IPPO variants run one training iteration with finite metrics and respect masks."""
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
