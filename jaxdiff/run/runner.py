@@ -97,6 +97,17 @@ def _stack(trees):
     return jax.tree.map(lambda *xs: jnp.stack([jnp.asarray(x) for x in xs]), *trees)
 
 
+def _ensemble(spec: RunSpec, algorithm, env, configs):
+    """members [(grid, seed)], their keys and stacked configs, and the vmapped init."""
+    members = [(g, s) for g in range(len(configs)) for s in range(spec.seeds)]
+    root = jax.random.PRNGKey(spec.seed)
+    # The same seed index gets the same key at every grid point (common random numbers).
+    keys = jnp.stack([jax.random.fold_in(root, s) for _, s in members])
+    hp = _stack([configs[g] for g, _ in members])
+    init_fn = jax.jit(jax.vmap(lambda k, c: algorithm.init(k, env, c)))
+    return members, root, keys, hp, init_fn
+
+
 def make_evaluate(algorithm, env, config, episodes: int):
     """evaluate(state, key) -> dict of scalars for one ensemble member."""
     max_steps = env.spec.max_steps
@@ -224,19 +235,14 @@ def train(spec: RunSpec, run_dir: str, *, progress: bool = True, tensorboard: bo
             json.dump(identity, f, indent=2)
         _write_yaml(os.path.join(run_dir, "config.yaml"), spec, base)
 
-    G, S = len(configs), spec.seeds
-    members = [(g, s) for g in range(G) for s in range(S)]
-    root = jax.random.PRNGKey(spec.seed)
-    # The same seed index gets the same key at every grid point (common random numbers).
-    keys = jnp.stack([jax.random.fold_in(root, s) for _, s in members])
-    hp = _stack([configs[g] for g, _ in members])
+    S = spec.seeds
+    members, root, keys, hp, init_fn = _ensemble(spec, algorithm, env, configs)
     per_iter = algorithm.env_steps_per_iter(base, env)
     total_iters = max(1, math.ceil(spec.total_steps / per_iter))
     K = max(1, math.ceil(total_iters / spec.chunks))
     n_chunks = math.ceil(total_iters / K)
 
     step_fn = algorithm.step(env, base)
-    init_fn = jax.jit(jax.vmap(lambda k, c: algorithm.init(k, env, c)))
 
     def chunk(state):
         return jax.lax.scan(lambda s, _: jax.vmap(step_fn)(s), state, None, length=K)
@@ -372,11 +378,7 @@ def restore_state(run_dir: str):
     with open(cfg_path) as f:
         spec = RunSpec(**json.load(f))
     algorithm, env, base, configs = prepare(spec)
-    members = [(g, s) for g in range(len(configs)) for s in range(spec.seeds)]
-    root = jax.random.PRNGKey(spec.seed)
-    keys = jnp.stack([jax.random.fold_in(root, s) for _, s in members])
-    hp = _stack([configs[g] for g, _ in members])
-    init_fn = jax.jit(jax.vmap(lambda k, c: algorithm.init(k, env, c)))
+    members, _, keys, hp, init_fn = _ensemble(spec, algorithm, env, configs)
     restored = Checkpointer(os.path.join(run_dir, "checkpoints")).restore_latest(
         jax.eval_shape(init_fn, keys, hp))
     if restored is None:
