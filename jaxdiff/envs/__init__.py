@@ -45,3 +45,4 @@ __all__ = [
     "register",
 ]
 from jaxdiff.envs import toys  # noqa: E402,F401  (registers coordination_game)
+from jaxdiff.envs import smax_tasks  # noqa: E402,F401  (registers smax_<race>_5v5)
