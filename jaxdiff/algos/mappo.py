@@ -232,7 +232,10 @@ def rollout_fn(env, config, p, actor_shared: bool, critic_shared: bool):
         a_x = _actor_in(config, state.obs, 1, n)
         c_x = _critic_in(config, state.obs, gstate, 1, n)
         a_carry, out = actor_apply(state.actor, state.actor_carry, a_x, state.done)
-        c_carry, value = critic_apply(state.critic, state.critic_carry, c_x, state.done)
+        if config.recurrent:
+            c_carry, value = critic_apply(state.critic, state.critic_carry, c_x, state.done)
+        else:   # feed-forward values are computed for the whole rollout at once, below
+            c_carry, value = state.critic_carry, jnp.zeros(state.done.shape)
         action, logp = _sample(p, k_act, _dist(p, out, mask))
         keys = jax.random.split(k_env, config.num_envs)
         obs, env_state, reward, done, info = jax.vmap(env.step)(keys, state.env_state, action)
@@ -245,6 +248,12 @@ def rollout_fn(env, config, p, actor_shared: bool, critic_shared: bool):
     def collect(state):
         state, tr = jax.lax.scan(env_step, state, None, config.num_steps)
         hp = state.hp
+        if not config.recurrent:   # one [T*E, n] batch: fewer, larger matmuls than per step
+            T, E = tr["c_x"].shape[:2]
+            flat = tr["c_x"].reshape((T * E,) + tr["c_x"].shape[2:])
+            _, v = critic_apply(state.critic, jnp.zeros(flat.shape[:2] + (config.hidden,)),
+                                flat, jnp.zeros(flat.shape[:2], bool))
+            tr = dict(tr, value=v.reshape((T, E) + v.shape[1:]))
         # Bootstrap from the state after the rollout.
         gstate = jax.vmap(env.global_state)(state.env_state)
         c_x = _critic_in(config, state.obs, gstate, 1, n)

@@ -18,16 +18,30 @@ import jax.numpy as jnp
 from jaxdiff import envs as envs_lib
 from jaxdiff.algos import base as algos
 
-# (algo, env, algo overrides). Presets = JaxMARL's baseline configs for these envs.
+# (algo, env, algo overrides, env kwargs). Presets = JaxMARL's baseline configs for the on-policy
+# rows and HARL's configs for the heterogeneous-agent rows.
+_CONT = {"action_type": "continuous"}
 CASES = [
-    ("ippo", "mpe_simple_spread", {}),
-    ("mappo", "mpe_simple_spread", {}),
-    ("mappo", "smax_3m", "preset"),
-    ("ippo", "smax_3m", "preset"),
-    ("ippo", "mabrax_ant_4x2", "preset"),
-    ("mappo", "mabrax_ant_4x2", "preset"),
+    ("ippo", "mpe_simple_spread", {}, {}),
+    ("mappo", "mpe_simple_spread", {}, {}),
+    ("mappo", "smax_3m", "preset", {}),
+    ("ippo", "smax_3m", "preset", {}),
+    ("ippo", "mabrax_ant_4x2", "preset", {}),
+    ("mappo", "mabrax_ant_4x2", "preset", {}),
+    ("happo", "mpe_simple_spread", "preset", _CONT),
+    ("hasac", "mpe_simple_spread", "preset", _CONT),
 ]
 SEEDS = (1, 4, 16)
+# Reference rates of the projects we are measured against (env-steps/s, 2-core CPU machine of
+# this kind; see ../shared/specs/anchors.md and the issues), keyed by vmapped seeds; the `x ref`
+# column divides the combined rate by the entry for that seed count (else the 1-seed entry: HARL
+# has no vmapped seeds, its seeds are separate processes sharing the same cores).
+REFERENCE = {
+    ("ippo", "mpe_simple_spread"): {1: 52_000, 16: 58_500},   # JaxMARL IPPO-FF
+    ("mappo", "smax_3m"): {1: 4_000},                         # JaxMARL MAPPO-RNN
+    ("ippo", "mabrax_ant_4x2"): {1: 4_800},                   # JaxMARL IPPO-FF
+    ("happo", "mpe_simple_spread"): {1: 950},                 # HARL (PyTorch) HAPPO, 8 threads
+}
 
 
 def _overrides(algo: str, env: str, over) -> dict:
@@ -74,27 +88,47 @@ def _machine() -> str:
 
 
 def main(quick: str = "false", only: str = "", seeds: str = "", min_time: str = "5",
-         out: str = "bench/results") -> list[dict]:
+         out: str = "bench/results", compile_agents: str = "2,8,17") -> list[dict]:
     quick_b = str(quick).lower() in ("true", "1", "yes")
     seed_list = tuple(int(s) for s in seeds.split(",")) if seeds else ((1, 4) if quick_b else SEEDS)
     rows = []
     os.makedirs(out, exist_ok=True)
     print(f"machine: {_machine()}, jax {jax.__version__}")
-    print("| algo | env | seeds | compile s | env-steps/s (all seeds) | per seed | x vs 1 seed |")
-    print("|---|---|---|---|---|---|---|")
-    for algo, env, over in CASES:
+    print("| algo | env | seeds | compile s | env-steps/s (all seeds) | per seed | x vs 1 seed "
+          "| x reference |")
+    print("|---|---|---|---|---|---|---|---|")
+    for algo, env, over, env_kw in CASES:
         if only and only not in f"{algo}_{env}":
             continue
-        base_rate = None
+        if algo not in algos.names():
+            print(f"| {algo} | {env} | – | – | (algorithm not registered) | | | |")
+            continue
+        base_rate, refs = None, REFERENCE.get((algo, env), {})
         for s in seed_list:
-            r = measure(algo, env, _overrides(algo, env, over), s, min_time=float(min_time))
+            ref = refs.get(s, refs.get(1))
+            r = measure(algo, env, _overrides(algo, env, over), s, min_time=float(min_time),
+                        env_kwargs=env_kw)
+            r["env_kwargs"] = env_kw
             base_rate = base_rate or r["env_steps_per_s"]
             r["speedup_vs_1_seed"] = r["env_steps_per_s"] / base_rate
+            if ref:
+                r["reference_env_steps_per_s"] = ref
+                r["x_reference"] = r["env_steps_per_s"] / ref
             rows.append(r)
-            print(f"| {algo} | {env} | {s} | {r['compile_s']:.1f} | {r['env_steps_per_s']:,.0f} | "
-                  f"{r['env_steps_per_s_per_seed']:,.0f} | {r['speedup_vs_1_seed']:.2f} |", flush=True)
+            xr = f"{r['x_reference']:.2f}" if ref else "–"
+            print(f"| {algo} | {env}{'' if not env_kw else ' ' + str(env_kw)} | {s} | "
+                  f"{r['compile_s']:.1f} | {r['env_steps_per_s']:,.0f} | "
+                  f"{r['env_steps_per_s_per_seed']:,.0f} | {r['speedup_vs_1_seed']:.2f} | {xr} |",
+                  flush=True)
     result = dict(machine=_machine(), jax=jax.__version__, rows=rows)
     with open(os.path.join(out, "training_throughput.json"), "w") as f:
         json.dump(result, f, indent=2)
     print(f"written: {os.path.join(out, 'training_throughput.json')}")
+    if compile_agents and (not only or only in "happo_compile"):
+        from jaxdiff.run import bench_sequential
+        agents = [str(int(a)) for a in str(compile_agents).split(",")]
+        print("\nHAPPO compile time vs number of agents (sequential update = one lax.scan):")
+        bench_sequential.main(["--agents", *agents,
+                               "--out", os.path.join(out, "sequential_compile.json")]
+                              + (["--quick"] if quick_b else []))
     return rows
