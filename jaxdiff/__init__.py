@@ -15,7 +15,7 @@ if "xla_cpu_enable_concurrency_optimized_scheduler" not in os.environ.get("XLA_F
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _FLAG).strip()
 
 __version__ = "0.1.0"
-_SUBMODULES = ("algos", "diffusion", "envs", "losses", "nets", "run", "cli")
+_SUBMODULES = ("algos", "data", "diffusion", "envs", "losses", "nets", "run", "cli")
 
 
 def __getattr__(name):

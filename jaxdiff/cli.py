@@ -1,9 +1,10 @@
-"""`jaxdiff train|sweep|eval|bench`: Hydra-composed configs, validated before anything compiles.
+"""`jaxdiff train|sweep|eval|bench|collect`: Hydra-composed configs, validated before anything compiles.
 
     jaxdiff train algo=<name> env=<name> seeds=<n> total_steps=<int> run_dir=<path> [algo.k=v] [env.k=v]
     jaxdiff sweep sweep=<name> [seeds=<n>] [total_steps=<int>] [out=<dir>]
     jaxdiff eval run_dir=<path> [episodes=<n>] [video=<file.gif>]
     jaxdiff bench [quick=true] [only=<substring>]
+    jaxdiff collect (run_dir=<path> | env=<name> policy=random) [samples=100K] [history=5] [out=<dir>]
 """
 from __future__ import annotations
 
@@ -189,7 +190,13 @@ def cmd_bench(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = dict(train=cmd_train, eval=cmd_eval, sweep=cmd_sweep, bench=cmd_bench)
+def cmd_collect(argv: list[str]) -> int:
+    from jaxdiff.data import collect
+    return collect.main(_parse(argv))
+
+
+COMMANDS = dict(train=cmd_train, eval=cmd_eval, sweep=cmd_sweep, bench=cmd_bench,
+                collect=cmd_collect)
 
 
 def main(argv: list[str] | None = None) -> int:
