@@ -1,0 +1,256 @@
+"""Sensor networks of spec-state-diffusion §5.1/5.2: (global state, local observation) generators.
+
+Sensors sit on the nodes of a square lattice and the *areas* are the lattice edges; each sensor
+scans the edges incident to it, so every area is covered by exactly its two endpoint sensors.
+Targets occupy distinct areas (drawn uniformly without replacement, i.i.d. per sample: the
+history length is 1, so no target dynamics are needed). The global state is the k-hot vector
+s in {0,1}^{n_areas} of occupied areas; agent i observes one bit per scanned area ("slot"):
+1 if a target is there and the sensor detects it. Detection can fail with a per-area
+probability, independently per sensor (the non-collectively-observable variant).
+
+These are data generators, not RL envs: `sample(key)` returns (s, obs), `encode(obs)` turns
+observations into the conditioning vectors tau_i of the shared denoiser, everything is pure
+JAX and vmaps over keys. Because observations are conditionally independent given s, the
+posteriors p(s | o_i) and p(s | o_1..o_n) are enumerated exactly over all C(n_areas, k) states.
+
+Geometry [CHOICE, spec §5.1/5.2 and §7.6]:
+
+* ``sensor_2x2(collectively_observable=True)``: sensors A1 (top-left), A2 (top-right), A3
+  (bottom-left), A4 (bottom-right) at the corners of a square; Area 1 = top edge (A1-A2),
+  Area 2 = left (A1-A3), Area 3 = bottom (A3-A4), Area 4 = right (A2-A4). Coverage A1 {1,2},
+  A2 {1,4}, A3 {2,3}, A4 {3,4}; each agent's two observation bits are its areas in ascending
+  order. One target, uniform over the 4 areas. This is the only layout that fits every
+  statement of the paper: with the target in Area 1, A1 and A2 see it, A3 cannot tell Area 1
+  from Area 4 and A4 cannot tell Area 1 from Area 2. Non-CO variant: when the target is in
+  Area 1 or 2 each covering sensor misses it with probability 0.5, so p(s | tau_1 = 00) =
+  (1/6, 1/6, 1/3, 1/3) (the paper's 0.33 label) and all-00 joint histories leave Areas 1 and 2
+  equally likely.
+* ``sensor_5x5(n_targets=2)``: sensors on a 5x5 lattice (agent index r*5 + c, r = row from the
+  top, c = column), areas = its 40 edges: horizontal edge (r, c)-(r, c+1) is area r*4 + c
+  (0..19), vertical edge (r, c)-(r+1, c) is area 20 + r*5 + c (20..39). Each sensor has four
+  slots [up, down, left, right]; a slot without an edge (lattice border) always reads 0. The
+  paper's "each sensor scans 4 nearby areas" is exact for interior sensors only; a torus would
+  give every sensor 4 edges but 50 areas (spec §7.6). Noiseless, hence collectively observable.
+
+Encodings of tau_i (H = 1, no actions: observations do not depend on actions):
+* ``"raw"``: [onehot_n(i), o_i] (2x2: 6 dims; 5x5: 29 dims), the paper-faithful input;
+* ``"area"``: [onehot_n(i), v_i] with v_i[a] = +1 if agent i scans area a and sees a target,
+  -1 if it scans a and sees nothing, 0 if it does not scan a (5x5: 65 dims). The raw 5x5
+  encoding is hard to learn at CPU scale (spec §1.2), the area-indexed one is not.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+ENCODINGS = ("raw", "area")
+
+
+@dataclass(frozen=True, eq=False)
+class SensorGrid:
+    """A sensor network. All arrays are host numpy constants (closed over under jit).
+
+    coverage: int [n_agents, n_slots], area index scanned by each slot, -1 for an empty slot.
+    p_detect: float [n_areas], probability that a scanning sensor sees a target in that area.
+    """
+
+    name: str
+    coverage: np.ndarray
+    n_areas: int
+    n_targets: int
+    p_detect: np.ndarray
+
+    def __post_init__(self):
+        cov = np.asarray(self.coverage, np.int32)
+        object.__setattr__(self, "coverage", cov)
+        object.__setattr__(self, "p_detect", np.asarray(self.p_detect, np.float32))
+        if cov.max() >= self.n_areas or cov.min() < -1:
+            raise ValueError(f"coverage indices must lie in [-1, {self.n_areas - 1}]")
+        if not 1 <= self.n_targets <= self.n_areas:
+            raise ValueError(f"n_targets={self.n_targets} must be in [1, {self.n_areas}]")
+
+    # ----------------------------------------------------------------------- sizes
+
+    @property
+    def n_agents(self) -> int:
+        return self.coverage.shape[0]
+
+    @property
+    def n_slots(self) -> int:
+        return self.coverage.shape[1]
+
+    @property
+    def state_dim(self) -> int:
+        return self.n_areas
+
+    @property
+    def collectively_observable(self) -> bool:
+        """Noiseless observations of every area by some sensor identify s."""
+        covered = np.zeros(self.n_areas, bool)
+        covered[self.coverage[self.coverage >= 0]] = True
+        return bool(np.all(self.p_detect == 1.0) and covered.all())
+
+    def tau_dim(self, encoding: str = "raw") -> int:
+        _check_encoding(encoding)
+        return self.n_agents + (self.n_slots if encoding == "raw" else self.n_areas)
+
+    @property
+    def coverage_matrix(self) -> np.ndarray:
+        """bool [n_agents, n_areas]: agent i scans area a."""
+        m = np.zeros((self.n_agents, self.n_areas), bool)
+        for i, row in enumerate(self.coverage):
+            m[i, row[row >= 0]] = True
+        return m
+
+    def states(self) -> np.ndarray:
+        """Every possible state (k-hot over the areas), float32 [C(n_areas, k), n_areas], in
+        lexicographic order of the occupied area tuples."""
+        combos = list(itertools.combinations(range(self.n_areas), self.n_targets))
+        out = np.zeros((len(combos), self.n_areas), np.float32)
+        for row, areas in enumerate(combos):
+            out[row, list(areas)] = 1.0
+        return out
+
+    # ----------------------------------------------------------------------- sampling
+
+    def sample_state(self, key: jax.Array) -> jax.Array:
+        """k distinct target areas, uniformly: float32 [n_areas] (k-hot)."""
+        areas = jax.random.choice(key, self.n_areas, (self.n_targets,), replace=False)
+        return jnp.zeros((self.n_areas,), jnp.float32).at[areas].set(1.0)
+
+    def observe(self, key: jax.Array, s: jax.Array) -> jax.Array:
+        """o_i[slot] = s[area] * detected, 0 for empty slots. s: [n_areas] -> [n_agents, n_slots]."""
+        cov = jnp.asarray(self.coverage)
+        present = jnp.where(cov >= 0, s[jnp.maximum(cov, 0)], 0.0)
+        p = jnp.asarray(self.p_detect)[jnp.maximum(cov, 0)]
+        detected = jax.random.uniform(key, cov.shape) < p
+        return present * detected.astype(jnp.float32)
+
+    def sample(self, key: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """One joint sample: (s [n_areas], obs [n_agents, n_slots])."""
+        key_s, key_o = jax.random.split(key)
+        s = self.sample_state(key_s)
+        return s, self.observe(key_o, s)
+
+    def sample_dataset(self, key: jax.Array, n: int) -> dict:
+        """n joint samples: {"s": [n, n_areas], "obs": [n, n_agents, n_slots]}."""
+        s, obs = jax.vmap(self.sample)(jax.random.split(key, n))
+        return {"s": s, "obs": obs}
+
+    # ----------------------------------------------------------------------- encodings
+
+    def encode(self, obs: jax.Array, encoding: str = "raw") -> jax.Array:
+        """tau for every agent. obs: [n_agents, n_slots] -> [n_agents, tau_dim]."""
+        return jax.vmap(lambda i, o: self.encode_agent(i, o, encoding))(
+            jnp.arange(self.n_agents), obs
+        )
+
+    def encode_agent(self, agent: jax.Array, obs_i: jax.Array, encoding: str = "raw") -> jax.Array:
+        """tau_i of one agent (agent may be traced). obs_i: [n_slots] -> [tau_dim]."""
+        _check_encoding(encoding)
+        onehot = jax.nn.one_hot(agent, self.n_agents, dtype=jnp.float32)
+        if encoding == "raw":
+            return jnp.concatenate([onehot, obs_i.astype(jnp.float32)])
+        cov = jnp.asarray(self.coverage)[agent]
+        scanned = cov >= 0
+        view = jnp.zeros((self.n_areas,), jnp.float32)
+        # Empty slots write to a scratch index past the end, dropped by mode="drop".
+        idx = jnp.where(scanned, cov, self.n_areas)
+        view = view.at[idx].set(2.0 * obs_i.astype(jnp.float32) - 1.0, mode="drop")
+        return jnp.concatenate([onehot, view])
+
+    def rows(self, data: dict, encoding: str = "raw") -> dict:
+        """Per-agent training rows (tau_i, s): {"tau": [N*n, tau_dim], "s": [N*n, n_areas],
+        "agent": [N*n]}, sample-major (rows k*n .. k*n+n-1 belong to joint sample k)."""
+        tau = jax.vmap(lambda o: self.encode(o, encoding))(data["obs"])
+        n, m = tau.shape[:2]
+        return {
+            "tau": tau.reshape(n * m, -1),
+            "s": jnp.repeat(data["s"], m, axis=0),
+            "agent": jnp.tile(jnp.arange(m, dtype=jnp.int32), n),
+        }
+
+    # ----------------------------------------------------------------------- exact posteriors
+
+    def log_likelihood(self, agent, obs_i: jax.Array, states: jax.Array | None = None) -> jax.Array:
+        """log p(o_i | s) for every state. obs_i: [n_slots] -> [n_states] (-inf: impossible)."""
+        states = jnp.asarray(self.states() if states is None else states)
+        cov = jnp.asarray(self.coverage)[agent]
+        p = jnp.asarray(self.p_detect)[jnp.maximum(cov, 0)]
+        present = jnp.where(cov >= 0, states[:, jnp.maximum(cov, 0)], 0.0)  # [S, slots]
+        o = obs_i.astype(jnp.float32)
+        # Target present: Bernoulli(p) detection; absent (or empty slot): o must be 0.
+        lik = jnp.where(present > 0, jnp.where(o > 0, p, 1.0 - p), jnp.where(o > 0, 0.0, 1.0))
+        return jnp.sum(jnp.log(lik), axis=-1)
+
+    def posterior(self, agent, obs_i: jax.Array, states: jax.Array | None = None) -> jax.Array:
+        """p(s | tau_i) under the uniform prior over states: [n_states]."""
+        return jax.nn.softmax(self.log_likelihood(agent, obs_i, states))
+
+    def joint_posterior(self, obs: jax.Array, states: jax.Array | None = None) -> jax.Array:
+        """p(s | tau_1..tau_n): observations are independent given s. obs: [n_agents, n_slots]."""
+        ll = jax.vmap(lambda i, o: self.log_likelihood(i, o, states))(
+            jnp.arange(self.n_agents), obs
+        )
+        return jax.nn.softmax(jnp.sum(ll, axis=0))
+
+
+def _check_encoding(encoding: str) -> None:
+    if encoding not in ENCODINGS:
+        raise ValueError(f"encoding={encoding!r}; expected one of {ENCODINGS}")
+
+
+def lattice_coverage(rows: int, cols: int) -> tuple[np.ndarray, int]:
+    """Edge-lattice coverage: sensor r*cols + c scans its [up, down, left, right] edges.
+
+    Horizontal edge (r, c)-(r, c+1) is area r*(cols-1) + c; vertical edge (r, c)-(r+1, c) is
+    area rows*(cols-1) + r*cols + c. Returns (coverage int [rows*cols, 4], n_areas).
+    """
+    n_h = rows * (cols - 1)
+
+    def h(r, c):
+        return r * (cols - 1) + c
+
+    def v(r, c):
+        return n_h + r * cols + c
+
+    cov = -np.ones((rows * cols, 4), np.int32)
+    for r in range(rows):
+        for c in range(cols):
+            i = r * cols + c
+            if r > 0:
+                cov[i, 0] = v(r - 1, c)
+            if r < rows - 1:
+                cov[i, 1] = v(r, c)
+            if c > 0:
+                cov[i, 2] = h(r, c - 1)
+            if c < cols - 1:
+                cov[i, 3] = h(r, c)
+    return cov, n_h + (rows - 1) * cols
+
+
+def sensor_2x2(collectively_observable: bool = True, miss_prob: float = 0.5) -> SensorGrid:
+    """The 2x2 network of Fig. 1: 4 corner sensors, 4 edge areas, one target (see module doc).
+
+    Non-CO: a target in Area 1 or 2 (indices 0, 1) is missed with probability `miss_prob` by
+    each covering sensor independently.
+    """
+    coverage = np.array([[0, 1], [0, 3], [1, 2], [2, 3]], np.int32)  # areas ascending per agent
+    p_detect = np.ones(4, np.float32)
+    if not collectively_observable:
+        p_detect[:2] = 1.0 - miss_prob
+    name = "sensor_2x2" if collectively_observable else "sensor_2x2_nonco"
+    return SensorGrid(name, coverage, n_areas=4, n_targets=1, p_detect=p_detect)
+
+
+def sensor_5x5(n_targets: int = 2, size: int = 5) -> SensorGrid:
+    """The size x size edge-lattice network of Figs. 2-4 (default 5x5, 40 areas, 2 targets)."""
+    coverage, n_areas = lattice_coverage(size, size)
+    return SensorGrid(
+        f"sensor_{size}x{size}", coverage, n_areas=n_areas, n_targets=n_targets,
+        p_detect=np.ones(n_areas, np.float32),
+    )
