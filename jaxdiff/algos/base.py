@@ -125,6 +125,13 @@ class Algorithm:
     env_steps_per_iter: Callable  # (config, env) -> env transitions consumed by one `step`
     action_types: tuple[str, ...] = ("discrete", "continuous")
     doc: str = ""
+    # Optional: (config, env) -> evaluate(state, key) -> dict of scalars for ONE ensemble member,
+    # replacing the runner's env-rollout evaluation (offline/supervised algorithms: e.g. PSNR on a
+    # held-out set). `score` names the metric summaries rank by, `step_unit` what
+    # `env_steps_per_iter` counts (env steps, or samples for an algorithm trained from a dataset).
+    evaluate: Callable | None = None
+    score: str = "eval_return"
+    step_unit: str = "env-steps"
 
 
 _REGISTRY: dict[str, Algorithm] = {}
@@ -173,3 +180,5 @@ def _load_builtin():
     # Importing a module registers its algorithm(s).
     from jaxdiff.algos import mappo  # noqa: F401
     from jaxdiff.algos import haa2c, happo, hatrpo  # noqa: F401
+    from jaxdiff.algos import qmix  # noqa: F401
+    from jaxdiff.algos import hasac  # noqa: F401

@@ -68,14 +68,15 @@ def summarise(rows: list[dict], score: str = "eval_return") -> dict:
     for g, seeds in sorted(by_grid.items()):
         finals = [runs[-1] for _, runs in sorted(seeds.items())]
         bests = [max(runs, key=lambda r: r[score]) for _, runs in sorted(seeds.items())]
-        final = _stats([r[score] for r in finals], "return")
-        best = _stats([r[score] for r in bests], "return")
+        name = "return" if score == "eval_return" else score.removeprefix("eval_")
+        final = _stats([r[score] for r in finals], name)
+        best = _stats([r[score] for r in bests], name)
         if any("eval_win_rate" in r for r in finals):
             final.update(_stats([r.get("eval_win_rate", np.nan) for r in finals], "win_rate"))
             best.update(_stats([r.get("eval_win_rate", np.nan) for r in bests], "win_rate"))
         final["step"] = int(finals[0]["step"])
         out[g] = dict(final=final, best=best, per_seed=[
-            dict(seed=int(r["seed"]), final_return=r[score], best_return=b[score],
+            dict(seed=int(r["seed"]), **{f"final_{name}": r[score], f"best_{name}": b[score]},
                  final_win_rate=r.get("eval_win_rate"), step=int(r["step"]))
             for r, b in zip(finals, bests)])
     return out
@@ -91,7 +92,9 @@ def plot_curves(rows: list[dict], path: str, title: str = "", labels: dict | Non
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = [k for k in CURVE_KEYS if any(k in r for r in rows)]
+    present = {k for r in rows for k in r}
+    keys = [k for k in CURVE_KEYS if k in present]
+    keys += sorted(k for k in present if k.startswith("eval_") and k not in CURVE_KEYS)
     if not keys:
         return
     cols = min(3, len(keys))

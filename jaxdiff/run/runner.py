@@ -247,8 +247,9 @@ def train(spec: RunSpec, run_dir: str, *, progress: bool = True, tensorboard: bo
     def chunk(state):
         return jax.lax.scan(lambda s, _: jax.vmap(step_fn)(s), state, None, length=K)
 
-    evaluate = jax.jit(jax.vmap(make_evaluate(algorithm, env, base, spec.eval_episodes),
-                                in_axes=(0, None)))
+    evaluate_one = (algorithm.evaluate(base, env) if algorithm.evaluate is not None
+                    else make_evaluate(algorithm, env, base, spec.eval_episodes))
+    evaluate = jax.jit(jax.vmap(evaluate_one, in_axes=(0, None)))
     finite = jax.jit(lambda s: jax.vmap(lambda m: jnp.all(jnp.stack(
         [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(m)
          if jnp.issubdtype(x.dtype, jnp.floating)] or [jnp.bool_(True)])))(s))
@@ -273,7 +274,8 @@ def train(spec: RunSpec, run_dir: str, *, progress: bool = True, tensorboard: bo
     bar = None
     if progress and not quiet and start < n_chunks:
         from tqdm.auto import tqdm
-        bar = tqdm(total=n_chunks * K * per_iter, initial=start * K * per_iter, unit="step",
+        bar = tqdm(total=n_chunks * K * per_iter, initial=start * K * per_iter,
+                   unit=algorithm.step_unit.rstrip("s").split("-")[-1],
                    unit_scale=True, dynamic_ncols=True, desc=f"{spec.algo}/{spec.env}",
                    file=sys.stderr)
     tb = runlog.TensorBoard(run_dir) if tensorboard else None
@@ -313,7 +315,8 @@ def train(spec: RunSpec, run_dir: str, *, progress: bool = True, tensorboard: bo
             if bar:
                 bar.update(K * per_iter)
                 bar.set_postfix(sps=f"{run_steps / max(run_time, 1e-9):.3g}",
-                                ret=f"{np.nanmean(ev['eval_return']):.3g}", refresh=False)
+                                **{algorithm.score.removeprefix("eval_"):
+                                   f"{np.nanmean(ev[algorithm.score]):.3g}"}, refresh=False)
             if max_chunks is not None and c + 1 - start >= max_chunks and not last:
                 if (c + 1) % spec.checkpoint_every:
                     ckpt.save(c + 1, state, dict(chunk=c + 1, step=step_count))
@@ -327,7 +330,8 @@ def train(spec: RunSpec, run_dir: str, *, progress: bool = True, tensorboard: bo
     if tb:
         tb.close()
     rows = runlog.read_jsonl(metrics_path)
-    summary = _summary(spec, rows, env, run_steps, run_time, compile_s, grid_labels, configs)
+    summary = _summary(spec, rows, env, run_steps, run_time, compile_s, grid_labels, configs,
+                       score=algorithm.score)
     summary["complete"] = not interrupted
     with open(os.path.join(run_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
@@ -344,8 +348,9 @@ def _py(x):
     return float(x) if x.dtype.kind == "f" else int(x)
 
 
-def _summary(spec, rows, env, run_steps, run_time, compile_s, grid_labels, configs):
-    per_grid = runlog.summarise(rows)
+def _summary(spec, rows, env, run_steps, run_time, compile_s, grid_labels, configs,
+             score="eval_return"):
+    per_grid = runlog.summarise(rows, score=score)
     g0 = per_grid.get(0, dict(final={}, best={}, per_seed=[]))
     summary = dict(algo=spec.algo, env=spec.env, seeds=spec.seeds, total_steps=spec.total_steps,
                    final=g0["final"], best=g0["best"], per_seed=g0["per_seed"],
