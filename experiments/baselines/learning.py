@@ -33,15 +33,43 @@ CASES = {
                       "JaxMARL MAPPO-RNN: win 0.79 at 1e6 (0.5 near 3e5); random return 0.18, win 0"),
     "ippo_ant_4x2": ("ippo", "mabrax_ant_4x2", 2_000_000, 200_000, {},
                      "JaxMARL IPPO-FF: below random (-119) at 1.3e6"),
+    # Heterogeneous-agent baselines (HARL hyper-parameters; HAQO paper Table 3 at 5e6 steps,
+    # PettingZoo MPE -- same scenarios, returns comparable only in ordering).
+    "mappo_spread_cont": ("mappo", "mpe_simple_spread", 2_000_000, 200_000, {},
+                          "HAQO Tab. 3 Spread-cont.: MAPPO -69.2, HAPPO -64.3, HASAC n/a"),
+    "happo_spread_cont": ("happo", "mpe_simple_spread", 2_000_000, 200_000, {},
+                          "HAQO Tab. 3 Spread-cont.: HAPPO -64.3 (MAPPO -69.2)"),
+    "hasac_spread_cont": ("hasac", "mpe_simple_spread", 500_000, 50_000, {},
+                          "HARL: HASAC >= HAPPO on MPE (MEHARL, ICLR 2024)"),
+    "mappo_reference_cont": ("mappo", "mpe_simple_reference", 2_000_000, 200_000, {},
+                             "HAQO Tab. 3 Reference-cont.: MAPPO -10.1, HAPPO -9.1"),
+    "happo_reference_cont": ("happo", "mpe_simple_reference", 2_000_000, 200_000, {},
+                             "HAQO Tab. 3 Reference-cont.: HAPPO -9.1 (MAPPO -10.1)"),
+    "hasac_reference_cont": ("hasac", "mpe_simple_reference", 500_000, 50_000, {},
+                             "HARL: HASAC >= HAPPO on MPE (MEHARL, ICLR 2024)"),
+    "happo_smax_3m": ("happo", "smax_3m", 1_000_000, 200_000, {},
+                      "(MAPPO-RNN row above; HARL SMAC 3m: both ~100% win)"),
+    "qmix_smax_3m": ("qmix", "smax_3m", 1_000_000, 200_000, {},
+                     "JaxMARL QMIX SMAX 3m: solves it (win ~1.0) within 1e6-2e6"),
 }
+NOTES = [
+    "MPE episodes here are 25 steps (JaxMARL's scripts run 26: see jaxdiff/envs/jaxmarl.py), "
+    "so returns are ~4% smaller in magnitude than JaxMARL's at equal skill.",
+    "HAQO/HARL numbers are PettingZoo MPE at 5e6-1e7 steps: compare orderings, not values.",
+]
+# Env options per case (default: the env's own defaults).
+ENV_KW = {k: {"action_type": "continuous"} for k in CASES if k.endswith("_cont")}
+# The papers' budgets, for `--full` on a GPU (HARL MPE 1e7; HAQO 5e6 MPE/SMAX, 1e7 MABrax).
+FULL_STEPS = {k: 10_000_000 for k in CASES}
 # Runner settings per case where the defaults cost too much: MABrax episodes are 1000 steps, so
 # 20 evaluations x 32 episodes x 2 modes would cost more than the training itself on a CPU.
 RUN_KW = {"ippo_ant_4x2": dict(chunks=10, eval_episodes=8)}
 
 
-def random_policy(env_name: str, episodes: int = 64, seed: int = 0) -> dict:
+def random_policy(env_name: str, env_kw: dict | None = None, episodes: int = 64,
+                  seed: int = 0) -> dict:
     """Uniform-random actions (masked for discrete envs): mean episode return and win rate."""
-    env = envs_lib.make(env_name)
+    env = envs_lib.make(env_name, **(env_kw or {}))
     spec = env.spec
 
     def rollout(key):
@@ -71,19 +99,22 @@ def random_policy(env_name: str, episodes: int = 64, seed: int = 0) -> dict:
     return dict(return_mean=float(ret.mean()), win_rate=float(won.mean()))
 
 
-def run(name: str, quick: bool, out: str, seeds: int = 3) -> dict:
+def run(name: str, quick: bool, out: str, seeds: int = 3, full: bool = False) -> dict:
     algo, env, steps, quick_steps, extra, reference = CASES[name]
-    steps = quick_steps if quick else steps
-    cfg = compose([f"algo={algo}", f"env={env}"] + [f"algo.{k}={v}" for k, v in extra.items()])
+    steps = FULL_STEPS[name] if full else quick_steps if quick else steps
+    env_kw = ENV_KW.get(name, {})
+    cfg = compose([f"algo={algo}", f"env={env}"] + [f"algo.{k}={v}" for k, v in extra.items()]
+                  + [f"env.{k}={v}" for k, v in env_kw.items()])
     spec = runner.RunSpec(algo=algo, env=env, env_kwargs=cfg["env"], algo_overrides=cfg["algo"],
                           seeds=seeds, total_steps=steps,
                           **{"chunks": 20, **RUN_KW.get(name, {})})
     run_dir = os.path.join(out, "runs", f"{name}_{steps}")
     summary = runner.train(spec, run_dir)
-    rnd = random_policy(env)
+    rnd = random_policy(env, env_kw)
     import shutil  # curves next to the table (run folders themselves are not versioned)
     shutil.copy(os.path.join(run_dir, "curves.png"), os.path.join(out, f"{name}_curves.png"))
-    return dict(case=name, algo=algo, env=env, steps=steps, seeds=seeds, final=summary["final"],
+    return dict(case=name, algo=algo, env=env, env_kwargs=env_kw, steps=steps,
+                train=_last_chunk(run_dir), seeds=seeds, final=summary["final"],
                 best=summary["best"], random=rnd, reference=reference, run_dir=run_dir,
                 env_steps_per_s=summary["env_steps_per_s"], compile_s=summary["compile_s"])
 
@@ -100,8 +131,8 @@ def _last_chunk(run_dir: str) -> dict:
 
 
 def write(rows: list[dict], out: str, quick: bool) -> None:
-    lines = ["# On-policy baselines: jaxdiff vs JaxMARL reference numbers", "",
-             f"Scale: {'--quick (smoke budgets)' if quick else 'reference budgets'}; 3 seeds each,"
+    lines = ["# Baselines: jaxdiff next to the reference numbers (JaxMARL, HARL, HAQO paper)", "",
+             f"Scale: {'--quick (smoke budgets)' if quick else 'CPU budgets (column 3)'}; 3 seeds each,"
              " mean ± std over seeds of the final deterministic evaluation (32 episodes per seed, 8 on MABrax);"
              " CPU (2 cores).", "",
              "Train columns: training-rollout episodes of the last chunk (what JaxMARL's scripts"
@@ -114,14 +145,21 @@ def write(rows: list[dict], out: str, quick: bool) -> None:
         win = f"{f['win_rate_mean']:.2f}" if "win_rate_mean" in f else "–"
         rnd = f"{r['random']['return_mean']:.2f}" + (
             f" (win {r['random']['win_rate']:.2f})" if "win_rate_mean" in f else "")
-        last = _last_chunk(r["run_dir"])
+        last = r.get("train") or _last_chunk(r["run_dir"])
         tr = f"{last['train_return']:.2f}" if "train_return" in last else "–"
         twin = f"{last['train_win_rate']:.2f}" if "win_rate_mean" in f else "–"
-        lines.append(f"| {r['case']} | {r['steps']:,} | {f['return_mean']:.2f} ± "
+        case = r["case"] + "".join(f" ({v})" for v in r.get("env_kwargs", {}).values())
+        lines.append(f"| {case} | {r['steps']:,} | {f['return_mean']:.2f} ± "
                      f"{f['return_std']:.2f} | {win} | {tr} | {twin} | {rnd} | {r['reference']} |")
+    lines += ["", "## Notes", ""] + [f"- {n}" for n in NOTES]
     text = "\n".join(lines) + "\n"
     with open(os.path.join(out, "learning.md"), "w") as fh:
         fh.write(text)
+    curves = [f"![{r['case']}](results/{r['case']}_curves.png)" for r in rows
+              if os.path.exists(os.path.join(out, f"{r['case']}_curves.png"))]
+    if os.path.abspath(out) == os.path.abspath(os.path.join(HERE, "results")):
+        with open(os.path.join(HERE, "results.md"), "w") as fh:
+            fh.write(text + "\n## Curves (mean ± std over seeds)\n\n" + "\n".join(curves) + "\n")
     with open(os.path.join(out, "learning.json"), "w") as fh:
         json.dump(rows, fh, indent=2)
     print(text)
@@ -130,6 +168,7 @@ def write(rows: list[dict], out: str, quick: bool) -> None:
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--full", action="store_true", help="the papers' budgets (1e7; for a GPU)")
     ap.add_argument("--only", default="", help="substring filter on case names")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     ap.add_argument("--table-only", action="store_true", help="rewrite the table from the JSON")
@@ -139,7 +178,8 @@ def main():
             write(json.load(fh), args.out, args.quick)
         return
     os.makedirs(args.out, exist_ok=True)
-    rows = [run(n, args.quick, args.out) for n in CASES if args.only in n]
+    names = [n for n in CASES if any(o in n for o in args.only.split(","))]
+    rows = [run(n, args.quick, args.out, full=args.full) for n in names]
     # Keep earlier cases' rows (runs of other --only filters) in the same table.
     path = os.path.join(args.out, "learning.json")
     if os.path.exists(path):
