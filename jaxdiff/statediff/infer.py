@@ -1,0 +1,151 @@
+"""Inference with a trained denoiser: individual flows, composite flows and the composite
+diffusion algorithm with its Step-2 acceptance checks (spec-state-diffusion §2.2, §4).
+
+`f(tau, y) -> y` is any denoiser in the (tau, y) convention of `jaxdiff.diffusion` (a trained
+`Denoiser` via `denoiser.denoise_fn`, or the analytic one); taus are stacked per agent,
+[n_agents, tau_dim]. Flows are deterministic; the only randomness is y0 ~ N(0, sigma_init^2 I).
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from jaxdiff.diffusion import (
+    composite_flow,
+    find_fixed_points,
+    fixed_point_flow,
+    iterate_map,
+    spectral_radius,
+)
+from jaxdiff.statediff.denoiser import DenoiseFn
+
+
+def individual_estimates(f: DenoiseFn, taus: jax.Array, y0: jax.Array, num_steps: int) -> jax.Array:
+    """phi_L(tau_i)(y0) for every agent from the same start. taus: [n, tau_dim], y0: [s] ->
+    [n, s]. (Individual diffusion, spec §5.4.)"""
+    return jax.vmap(lambda tau: fixed_point_flow(f, tau, y0, num_steps))(taus)
+
+
+def active_order(active: jax.Array, num_steps: int, order: jax.Array | None = None) -> jax.Array:
+    """The per-step agent sequence of a composite flow restricted to the active agents
+    (e.g. alive units), keeping their relative order: int [num_steps]. active: bool [n]; order:
+    a permutation of all n agents (default 0..n-1). With no active agent, agent order[0] is
+    used throughout."""
+    n = active.shape[0]
+    order = jnp.arange(n) if order is None else jnp.asarray(order)
+    perm = order[jnp.argsort(~active[order], stable=True)]  # active agents first, in order
+    k = jnp.maximum(jnp.sum(active), 1)
+    return perm[jnp.arange(num_steps) % k]
+
+
+def composite_estimate(
+    f: DenoiseFn,
+    taus: jax.Array,
+    y0: jax.Array,
+    num_steps: int,
+    *,
+    order: jax.Array | None = None,
+    active: jax.Array | None = None,
+    return_trajectory: bool = False,
+):
+    """Composite flow (Def. 6): step l applies f(taus[order[l mod k]], .). taus: [n, tau_dim];
+    y0: [s]. order: a permutation of all agents, or of a subset (partial composite, Cor. 7.2).
+    active: optional bool [n] (e.g. alive agents): only those take part, in `order`'s order.
+    Returns y_L [s] (and the trajectory [L + 1, s])."""
+    if active is not None:
+        order = active_order(active, num_steps, order)  # one entry per step: order[l mod L]
+    return composite_flow(f, taus, y0, num_steps, order=order, return_trajectory=return_trajectory)
+
+
+def converge(f: DenoiseFn, tau: jax.Array, ys: jax.Array, max_steps: int = 200, tol: float = 1e-6):
+    """phi_inf(tau)(y) for a batch ys: [N, s], iterating until max|change| < tol or max_steps."""
+    return iterate_map(lambda y: f(tau, y), ys, max_steps, tol)[0]
+
+
+def deviation(f: DenoiseFn, tau: jax.Array, s: jax.Array, max_steps: int = 200) -> tuple[jax.Array, jax.Array]:
+    """Definition 4: start the flow at the true state, D = s - phi_inf(tau)(s).
+
+    tau: [tau_dim], s: [state_dim] (single pair; vmap for batches; a fixed number of steps, so
+    it vmaps cheaply). Returns (D [s], the fixed point y* [s])."""
+    y_star = fixed_point_flow(f, tau, s, max_steps)
+    return s - y_star, y_star
+
+
+def attractors(f: DenoiseFn, tau: jax.Array, key: jax.Array, *, num_starts: int = 2048,
+               sigma_init: float = 1.0, state_dim: int, **kwargs):
+    """Stable fixed points of f(tau, .) and their basin fractions from N(0, sigma_init^2 I)
+    starts (spec §3.2 finder: iterate, residual 1e-4, merge radius 0.05, spectral radius).
+    kwargs go to `jaxdiff.diffusion.find_fixed_points`."""
+    starts = sigma_init * jax.random.normal(key, (num_starts, state_dim))
+    return find_fixed_points(lambda y: f(tau, y), starts, **kwargs)
+
+
+@struct.dataclass
+class CompositeResult:
+    """Output of `composite_algorithm`; K = number of samples."""
+
+    samples: jax.Array  # [K, s]: y^(k, L)
+    accepted: jax.Array  # bool [K]: both Step-2 conditions hold
+    stable: jax.Array  # bool [K]: condition (1), spectral radius < 1 on the last n iterates
+    max_rho: jax.Array  # [K]: the largest of those spectral radii
+    max_shift: jax.Array  # [K]: max_i ||phi_inf(tau_i)(y^(k,L)) - y^(k,L)||, condition (2)
+    estimate: jax.Array  # [s]: mean of the accepted samples (all of them if none is accepted)
+    acceptance_rate: jax.Array  # scalar
+
+
+def composite_algorithm(
+    f: DenoiseFn,
+    taus: jax.Array,
+    starts: jax.Array,
+    *,
+    num_steps: int,
+    d_hat: float | jax.Array,
+    order: jax.Array | None = None,
+    converge_steps: int = 200,
+) -> CompositeResult:
+    """The composite diffusion algorithm of spec §4.2 (Theorem 7).
+
+    Step 1: each start y^(k,0) (starts: [K, s], drawn by the caller from N(0, sigma^2 I)) runs
+    through the composite flow for num_steps iterations. Step 2: a sample is accepted iff
+    (1) for each of the last m iterates (m = len(order)), the spectral radius of
+    J_f(y^(k,l) | tau of the agent that produced it) is < 1 (the paper's |lambda_max| < 1, read
+    as the spectral radius because eigenvalues can be complex), and (2) re-denoising y^(k,L) to
+    convergence with each participating agent's own flow moves it by less than 2 d_hat, where
+    d_hat bounds the deviations (spec §7.5: the 95th percentile of training deviations, or R(M)
+    if smaller). taus: [n, tau_dim]; order: a permutation of all or some agents (default
+    0..n-1); num_steps >= len(order).
+    CO output: the mean of the accepted samples (all samples if none passes).
+    """
+    n = taus.shape[0]
+    order = jnp.arange(n, dtype=jnp.int32) if order is None else jnp.asarray(order, jnp.int32)
+    m = order.shape[0]
+    if num_steps < m:
+        raise ValueError(f"num_steps={num_steps} must cover one cycle of {m} agents")
+    seq = order[jnp.arange(num_steps) % m]
+
+    def check(y0):
+        _, traj = composite_flow(f, taus, y0, num_steps, order=order, return_trajectory=True)
+        last = traj[num_steps - m + 1 :]  # y^(l) for l in (L - m, L]
+        producers = seq[num_steps - m :]  # the agent whose denoiser produced each of them
+        jac = jax.vmap(lambda a, y: jax.jacfwd(f, argnums=1)(taus[a], y))(producers, last)
+        rho = jnp.max(spectral_radius(jac))
+        y_last = traj[-1]
+        settled = jax.vmap(lambda a: converge(f, taus[a], y_last[None], converge_steps)[0])(order)
+        shift = jnp.max(jnp.linalg.norm(settled - y_last, axis=-1))
+        return y_last, rho, shift
+
+    samples, max_rho, max_shift = jax.vmap(check)(starts)
+    stable = max_rho < 1.0
+    accepted = stable & (max_shift < 2.0 * d_hat)
+    w = jnp.where(jnp.any(accepted), accepted, True).astype(samples.dtype)
+    estimate = jnp.sum(w[:, None] * samples, axis=0) / jnp.sum(w)
+    return CompositeResult(
+        samples=samples,
+        accepted=accepted,
+        stable=stable,
+        max_rho=max_rho,
+        max_shift=max_shift,
+        estimate=estimate,
+        acceptance_rate=jnp.mean(accepted.astype(jnp.float32)),
+    )
