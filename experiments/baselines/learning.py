@@ -56,6 +56,13 @@ NOTES = [
     "MPE episodes here are 25 steps (JaxMARL's scripts run 26: see jaxdiff/envs/jaxmarl.py), "
     "so returns are ~4% smaller in magnitude than JaxMARL's at equal skill.",
     "HAQO/HARL numbers are PettingZoo MPE at 5e6-1e7 steps: compare orderings, not values.",
+    "ant_4x2, why JaxMARL's IPPO stays below random: Brax's Ant charges 0.5*sum(a^2) on the "
+    "action it is given while the physics clips it to [-1, 1]; JaxMARL passes unclipped "
+    "Gaussian samples (std 1 at init), so it pays for action magnitude that does nothing. "
+    "`experiments/baselines/ant_ctrl_cost.py` (16 episodes each): N(0,1) unclipped -986 per "
+    "episode, the same policy clipped (our adapter) -353, uniform random -185, standing still "
+    "(zero action) +751. Our adapter clips to the action bounds before the env sees the action, "
+    "so the cheapest improvement (shrinking the action) is also what the reward measures.",
 ]
 # Env options per case (default: the env's own defaults).
 ENV_KW = {k: {"action_type": "continuous"} for k in CASES if k.endswith("_cont")}
