@@ -4,14 +4,17 @@
     # a random policy on the SMACv2-style zerg task, sight range 5, H = 5, 100K train samples
     jaxdiff collect env=smax_zerg_5v5 policy=random env.sight_range=5 samples=100K out=datasets/zerg5
 
-    # a trained policy: any `jaxdiff train` run directory of an algorithm with `act`
-    jaxdiff train algo=mappo env=smax_protoss_5v5 seeds=1 total_steps=300000 chunks=3 \\
-        run_dir=runs/mappo_protoss
+    # a trained policy: any `jaxdiff train` run directory of an algorithm with `act`. Checked end
+    # to end on a busy 2-core CPU: train 3 min 52 s (win rate 0.375), collect 1 min 56 s
+    # (mostly compilation; 7 MB on disk)
+    jaxdiff train algo=mappo env=smax_protoss_5v5 seeds=1 total_steps=100000 chunks=2 \
+        eval_episodes=8 algo.num_envs=32 algo.num_steps=64 run_dir=runs/mappo_protoss
     jaxdiff collect run_dir=runs/mappo_protoss samples=10000 out=datasets/protoss_10k
 
     # then, in Python
     ds = jaxdiff.data.load_dataset("datasets/protoss_10k")
     tau, s, alive = ds.train.tau(), ds.train.states(), ds.train.alive_mask()
+    rows = ds.train.agent_rows()   # one (tau_i, s) row per alive agent, for denoiser training
 
 Options (all `key=value`): `run_dir=` or `env=` (one is needed), `policy=random|run`
 (default: run when `run_dir` is given), `samples=` (train joint timesteps; 10K, 100K (default),
@@ -117,9 +120,9 @@ def state_fn(env):
 
     inner = env.unwrapped
     if hasattr(inner, "normalised_state"):
-        fn = lambda s: inner.normalised_state(_inner(env, s)[1])  # noqa: E731
+        fn = lambda s: inner.normalised_state(_inner(env, s)[1])
     elif isinstance(inner, SMAXAdapter):
-        fn = lambda s: smax_tasks.normalised_state(env, s)  # noqa: E731
+        fn = lambda s: smax_tasks.normalised_state(env, s)
     else:
         return env.global_state, env.spec.state_dim, False
     dim = jax.eval_shape(fn, jax.eval_shape(env.reset, jax.random.PRNGKey(0))[1]).shape[0]
@@ -146,7 +149,7 @@ def make_chunk(env, policy: Policy, num_envs: int, steps: int):
     global index of the chunk's first step; record leaves are [num_envs, steps, ...]."""
     target, _, _ = state_fn(env)
     alive = alive_fn(env)
-    where_env = lambda c, x, y: jax.tree.map(  # noqa: E731  per-env select over pytrees
+    where_env = lambda c, x, y: jax.tree.map(
         lambda a, b: jnp.where(c.reshape((-1,) + (1,) * (a.ndim - 1)), a, b), x, y)
 
     def body(carry, x):
@@ -245,7 +248,7 @@ def collect(env, policy: Policy, out: str, *, samples: int = 100_000, test_sampl
                         stored_steps=context + steps[s],
                         key=dict(seed=seed, fold_in=i))
                 for i, (s, n) in enumerate((("train", samples), ("test", test_samples)))},
-        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         jaxdiff_version=_version(),
     )
     ds_lib.write_meta(out, meta)

@@ -145,6 +145,7 @@ class Split:
     context: int            # leading history-only steps per env
     samples: int            # number of joint samples (N)
     history_spec: hist.HistorySpec
+    _dev: tuple | None = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
     def num_envs(self) -> int:
@@ -179,35 +180,54 @@ class Split:
         """f32[N, n_agents, obs_dim]: the current observation o^t of every sample."""
         return self._take(self.obs, idx)
 
+    def _device_arrays(self):
+        """(obs, action, first, episode starts) on the device, uploaded once per split."""
+        if self._dev is None:
+            first = jnp.asarray(self.first)
+            self._dev = (jnp.asarray(self.obs), jnp.asarray(self.action), first,
+                         jax.vmap(hist.episode_starts)(first))
+        return self._dev
+
     def tau(self, history: int | None = None, idx=None, batch: int = 8192) -> np.ndarray:
         """Local histories τ f32[N, n_agents, dim] with window `history` (default: the stored H;
-        at most the stored H). Built on device in batches of `batch` samples."""
+        at most the stored H), for all samples or rows `idx`. Built on the device in batches of
+        `batch` samples."""
         spec = self.history_spec
         if history is not None:
-            if not (isinstance(history, int) and 1 <= history <= spec.history):
+            if isinstance(history, bool) or not isinstance(history, int | np.integer) or not (
+                    1 <= history <= spec.history):
                 raise DatasetError(f"history={history!r} is not available: this dataset stores "
                                    f"{spec.history} steps of context, so 1 <= history <= "
                                    f"{spec.history}. Collect with `history={history}` for more.")
-            spec = spec.replace_history(history)
+            spec = spec.replace_history(int(history))
         e, t = self.index()
         if idx is not None:
             e, t = e[idx], t[idx]
         fn = _tau_fn(spec)
-        arrays = (jnp.asarray(self.obs), jnp.asarray(self.action), jnp.asarray(self.first))
-        starts = jax.vmap(hist.episode_starts)(arrays[2])
+        arrays = self._device_arrays()
         out = []
         for i in range(0, len(e), batch):
             ei, ti = e[i:i + batch], t[i:i + batch]
             pad = batch - len(ei) if len(e) > batch else 0  # one compiled shape for all batches
             ei, ti = np.pad(ei, (0, pad)), np.pad(ti, (0, pad))
-            out.append(np.asarray(fn(*arrays, starts, ei, ti))[: batch - pad])
+            out.append(np.asarray(fn(*arrays, ei, ti))[: batch - pad])
         if not out:
             return np.zeros((0, spec.n_agents, spec.dim), np.float32)
         return np.concatenate(out)
 
     def arrays(self, history: int | None = None) -> dict[str, np.ndarray]:
-        """{"tau", "state", "alive"} for every sample."""
+        """{"tau" [N, n, dim], "state" [N, state_dim], "alive" [N, n]} for every sample."""
         return dict(tau=self.tau(history), state=self.states(), alive=self.alive_mask())
+
+    def agent_rows(self, history: int | None = None, alive_only: bool = True) -> dict:
+        """One row per (sample, agent): {"tau" [M, dim], "state" [M, state_dim], "agent" [M],
+        "sample" [M]}; rows of dead agents are dropped when `alive_only` (spec §5.3)."""
+        tau, state, alive = self.tau(history), self.states(), self.alive_mask()
+        n = tau.shape[1]
+        keep = alive.reshape(-1) if alive_only else np.ones(alive.size, bool)
+        sample = np.repeat(np.arange(len(tau)), n)[keep]
+        return dict(tau=tau.reshape(-1, tau.shape[-1])[keep], state=state[sample],
+                    agent=np.tile(np.arange(n), len(tau))[keep], sample=sample)
 
 
 _TAU_FNS: dict = {}
@@ -215,7 +235,7 @@ _TAU_FNS: dict = {}
 
 def _tau_fn(spec: hist.HistorySpec):
     if spec not in _TAU_FNS:
-        def fn(obs, action, first, starts, e, t):
+        def fn(obs, action, first, starts, e, t):  # -> f32[B, n, dim]
             return hist.windows(spec, obs, action, first, t, env_index=e, starts=starts)
         _TAU_FNS[spec] = jax.jit(fn)
     return _TAU_FNS[spec]
@@ -295,7 +315,7 @@ def _read_split(path: str, name: str, meta: dict, spec: hist.HistorySpec) -> Spl
         with contextlib.redirect_stdout(io.StringIO()):
             exp = Vault(name, rel_dir=path, vault_uid=VAULT_UID).read().experience
         arrays = {k: np.asarray(exp[k]) for k in FIELDS}
-    except Exception as e:  # noqa: BLE001 -- tensorstore/json/key errors all mean "corrupt"
+    except Exception as e:  # noqa: BLE001  tensorstore, JSON and key errors all mean "corrupt"
         raise _corrupt(path, f"the `{name}` vault cannot be read ({type(e).__name__}: {e})") from None
     E, S = arrays["first"].shape
     n, d = meta["n_agents"], meta["obs_dim"]

@@ -156,10 +156,10 @@ def windows(spec: HistorySpec, obs, action, first, t, *, env_index=None,
     t_act = t_obs - 1                                        #         a^{t-k-1}
     if batched:
         e = jnp.asarray(env_index, jnp.int32)[:, None]       # [B, 1]
-        take = lambda x, ti: x[e, jnp.clip(ti, 0)]           # noqa: E731
+        take = lambda x, ti: x[e, jnp.clip(ti, 0)]
         start = starts[e[:, 0], t][:, None]
     else:
-        take = lambda x, ti: x[jnp.clip(ti, 0)]              # noqa: E731
+        take = lambda x, ti: x[jnp.clip(ti, 0)]
         start = starts[t][:, None]
     obs_ok = (t_obs >= start) & (t_obs >= 0)
     act_ok = (t_act >= start) & (t_act >= 0)

@@ -182,7 +182,11 @@ def make_smax_race(race: str, *, n_units: int = 5, sight_range: float = DEFAULT_
     check_choice("attack_mode", attack_mode, ("closest", "random"))
     check_choice("observation_type", observation_type, ("unit_list", "conic"))
     check_positive_int("world_steps_per_env_step", world_steps_per_env_step)
-    from jaxmarl.environments.smax import HeuristicEnemySMAX, Scenario, register_scenario
+    from jaxmarl.environments.smax import (
+        HeuristicEnemySMAX,
+        Scenario,
+        register_scenario,
+    )
     from jaxmarl.environments.smax.smax_env import MAP_NAME_TO_SCENARIO
 
     map_name = f"{race}_{n_units}v{n_units}"

@@ -5,7 +5,6 @@ trajectories equals the online encoder, clear errors for missing/incomplete/corr
 A toy "walk" env (pure JAX, compiles in a second) stands in for SMAX here; the SMAX normaliser is
 tested in tests/envs/test_smax_tasks.py and a SMAX collect through the CLI is marked slow."""
 import json
-import os
 import shutil
 
 import jax
@@ -133,6 +132,10 @@ def test_tau_matches_online_encoder(collected):
     np.testing.assert_array_equal(tau1, tr.tau()[..., : N + 6])
     with pytest.raises(data.DatasetError, match="history"):
         tr.tau(history=H + 1)
+    rows = tr.agent_rows()
+    assert rows["tau"].shape == (SAMPLES * N, spec.dim) and rows["state"].shape == (SAMPLES * N, N + 1)
+    np.testing.assert_array_equal(rows["tau"][1], tr.tau()[0, 1])
+    np.testing.assert_array_equal(rows["agent"][:4], [0, 1, 0, 1])
 
 
 def test_missing_dataset_errors(tmp_path, collected):
@@ -206,3 +209,9 @@ def test_cli_collect_random_smax(tmp_path):
     s = ds.train.states()
     assert s.shape == (64, 100) and s.min() >= 0 and s.max() <= 1
     assert ds.train.tau().shape == (64, 5, 5 + 2 * 137)
+    # s^t is the state o^t came from: each ally's own-feature block of its observation
+    # (health, x/32, y/32, cooldown, type one-hot) equals its unit block of the state.
+    own = ds.train.observations()[..., -10:].copy()
+    own[..., 1:3] = np.clip(own[..., 1:3], 0, 1)
+    np.testing.assert_allclose(own, s.reshape(64, 10, 10)[:, :5], atol=1e-6)
+    np.testing.assert_array_equal(ds.train.alive_mask(), own[..., 4:].sum(-1) > 0)

@@ -1,6 +1,5 @@
 """History encoder τ_i: window contents, zero padding, resets, agent id, online == gather."""
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -103,14 +102,15 @@ def _random_batch(key, E=4, T=12, spec=SPEC):
 def test_vmap_equals_loop_and_gather_equals_scan(spec):
     obs, act, first = _random_batch(jax.random.PRNGKey(1), spec=spec)
     E, T = first.shape
-    batched = jax.jit(jax.vmap(lambda o, a, f: hist.encode_sequence(spec, o, a, f)))(obs, act, first)
-    loop = np.stack([hist.encode_sequence(spec, obs[e], act[e], first[e]) for e in range(E)])
-    np.testing.assert_allclose(batched, loop, rtol=0, atol=0)
+    single = jax.jit(lambda o, a, f: hist.encode_sequence(spec, o, a, f))
+    batched = jax.jit(jax.vmap(single))(obs, act, first)
+    loop = np.stack([single(obs[e], act[e], first[e]) for e in range(E)])
+    np.testing.assert_array_equal(batched, loop)
     # The gather version (used by datasets) gives the same windows, one env or many at once.
     t = np.arange(T)
+    gather_one = jax.jit(lambda o, a, f: hist.windows(spec, o, a, f, t))
     for e in range(E):
-        np.testing.assert_allclose(hist.windows(spec, obs[e], act[e], first[e], t), loop[e],
-                                   rtol=0, atol=0)
+        np.testing.assert_array_equal(gather_one(obs[e], act[e], first[e]), loop[e])
     ee, tt = np.repeat(np.arange(E), T), np.tile(t, E)
-    gathered = hist.windows(spec, obs, act, first, tt, env_index=ee)
-    np.testing.assert_allclose(gathered, loop.reshape(E * T, *loop.shape[2:]), rtol=0, atol=0)
+    gathered = jax.jit(lambda o, a, f: hist.windows(spec, o, a, f, tt, env_index=ee))(obs, act, first)
+    np.testing.assert_array_equal(gathered, loop.reshape(E * T, *loop.shape[2:]))

@@ -16,12 +16,12 @@ from jaxdiff.envs import smax_tasks
 K, STEPS = 64, 6  # parallel episodes, steps of the shared rollout
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def make(race="zerg", sight_range=9.0):
     return envs.make(f"smax_{race}_5v5", sight_range=sight_range)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def rollout():
     """Zerg, sight 9: K resets then STEPS random (masked) steps; returns numpy arrays."""
     env = make()
@@ -81,7 +81,7 @@ def test_unit_types_in_race_pair_and_mirrored(race):
 
 
 def test_reset_uses_race_generator_and_step_runs():
-    state0, obs, s, alive, rew, done = rollout()
+    state0, obs, _, _, rew, done = rollout()
     types = state0.env_state.state.unit_types
     assert set(np.unique(types)) <= set(smax_tasks.RACE_UNIT_TYPES["zerg"])
     assert obs.shape == (K, STEPS, 5, 127) and rew.shape == (K, STEPS, 5)
