@@ -132,6 +132,11 @@ class Algorithm:
     evaluate: Callable | None = None
     score: str = "eval_return"
     step_unit: str = "env-steps"
+    # Optional: (config, env) -> pytree of read-only arrays (an offline dataset), loaded once on
+    # the host and passed, un-vmapped and un-checkpointed, as a second argument to the step
+    # function (`step(env, config)(state, data)`) and to `evaluate(...)(state, key, data)`.
+    # Large arrays must come in this way: closed over, jit would embed them in the program.
+    data: Callable | None = None
 
 
 _REGISTRY: dict[str, Algorithm] = {}

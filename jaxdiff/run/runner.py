@@ -108,6 +108,18 @@ def _ensemble(spec: RunSpec, algorithm, env, configs):
     return members, root, keys, hp, init_fn
 
 
+def _step_and_eval(algorithm, env, config, episodes: int):
+    """(step(state, data), evaluate(state, key, data), data) for one ensemble member, whether or
+    not the algorithm takes a data input (`Algorithm.data`; None when it does not)."""
+    step = algorithm.step(env, config)
+    evaluate = (algorithm.evaluate(config, env) if algorithm.evaluate is not None
+                else make_evaluate(algorithm, env, config, episodes))
+    if algorithm.data is not None:
+        return step, evaluate, algorithm.data(config, env)
+    # No data input: a None placeholder keeps one calling convention for the runner.
+    return (lambda state, data: step(state)), (lambda state, key, data: evaluate(state, key)), None
+
+
 def make_evaluate(algorithm, env, config, episodes: int):
     """evaluate(state, key) -> dict of scalars for one ensemble member."""
     max_steps = env.spec.max_steps
@@ -242,14 +254,13 @@ def train(spec: RunSpec, run_dir: str, *, progress: bool = True, tensorboard: bo
     K = max(1, math.ceil(total_iters / spec.chunks))
     n_chunks = math.ceil(total_iters / K)
 
-    step_fn = algorithm.step(env, base)
+    step_fn, evaluate_one, data = _step_and_eval(algorithm, env, base, spec.eval_episodes)
 
-    def chunk(state):
-        return jax.lax.scan(lambda s, _: jax.vmap(step_fn)(s), state, None, length=K)
+    def chunk(state, data):
+        return jax.lax.scan(lambda s, _: jax.vmap(step_fn, in_axes=(0, None))(s, data), state,
+                            None, length=K)
 
-    evaluate_one = (algorithm.evaluate(base, env) if algorithm.evaluate is not None
-                    else make_evaluate(algorithm, env, base, spec.eval_episodes))
-    evaluate = jax.jit(jax.vmap(evaluate_one, in_axes=(0, None)))
+    evaluate = jax.jit(jax.vmap(evaluate_one, in_axes=(0, None, None)))
     finite = jax.jit(lambda s: jax.vmap(lambda m: jnp.all(jnp.stack(
         [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(m)
          if jnp.issubdtype(x.dtype, jnp.floating)] or [jnp.bool_(True)])))(s))
@@ -267,7 +278,7 @@ def train(spec: RunSpec, run_dir: str, *, progress: bool = True, tensorboard: bo
         runlog.truncate_jsonl(metrics_path, done_chunk - 1)
 
     t0 = time.perf_counter()
-    compiled = jax.jit(chunk, donate_argnums=0).lower(state).compile()
+    compiled = jax.jit(chunk, donate_argnums=0).lower(state, data).compile()
     compile_s = time.perf_counter() - t0
     eval_key = jax.random.fold_in(root, 10_000_019)
 
@@ -283,7 +294,7 @@ def train(spec: RunSpec, run_dir: str, *, progress: bool = True, tensorboard: bo
     with _Interrupt() as stop:
         for c in range(start, n_chunks):
             t = time.perf_counter()
-            state, metrics = compiled(state)
+            state, metrics = compiled(state, data)
             metrics = jax.device_get(metrics)
             dt = time.perf_counter() - t
             run_time += dt
@@ -298,7 +309,7 @@ def train(spec: RunSpec, run_dir: str, *, progress: bool = True, tensorboard: bo
                     f"(chunk {ckpt.steps()[-1] if ckpt.steps() else 'none'}) is kept in "
                     f"{ckpt.directory}; lower the learning rate or check the inputs.")
             chunk_vals = _aggregate(metrics)
-            ev = jax.device_get(evaluate(state, jax.random.fold_in(eval_key, c)))
+            ev = jax.device_get(evaluate(state, jax.random.fold_in(eval_key, c), data))
             step_count = (c + 1) * K * per_iter
             rows = []
             for m, (g, s) in enumerate(members):
