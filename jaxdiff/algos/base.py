@@ -187,3 +187,4 @@ def _load_builtin():
     from jaxdiff.algos import haa2c, happo, hatrpo  # noqa: F401
     from jaxdiff.algos import qmix  # noqa: F401
     from jaxdiff.algos import hasac  # noqa: F401
+    from jaxdiff.algos import state_diffusion  # noqa: F401
