@@ -120,10 +120,17 @@ def main(quick: str = "false", only: str = "", seeds: str = "", min_time: str = 
                   f"{r['compile_s']:.1f} | {r['env_steps_per_s']:,.0f} | "
                   f"{r['env_steps_per_s_per_seed']:,.0f} | {r['speedup_vs_1_seed']:.2f} | {xr} |",
                   flush=True)
-    result = dict(machine=_machine(), jax=jax.__version__, rows=rows)
-    with open(os.path.join(out, "training_throughput.json"), "w") as f:
-        json.dump(result, f, indent=2)
-    print(f"written: {os.path.join(out, 'training_throughput.json')}")
+    if rows:   # a filter that matched no throughput case leaves the last table in place
+        result = dict(machine=_machine(), jax=jax.__version__, rows=rows)
+        with open(os.path.join(out, "training_throughput.json"), "w") as f:
+            json.dump(result, f, indent=2)
+        print(f"written: {os.path.join(out, 'training_throughput.json')}")
+    if not only or only in "statediff":
+        from jaxdiff.run import bench_statediff
+        sd_rows = bench_statediff.main(widths=(256,) if quick_b else (256, 1024, 4096),
+                                       min_time=float(min_time) / 2)
+        with open(os.path.join(out, "statediff_throughput.json"), "w") as f:
+            json.dump(dict(machine=_machine(), jax=jax.__version__, rows=sd_rows), f, indent=2)
     if compile_agents and (not only or only in "happo_compile"):
         from jaxdiff.run import bench_sequential
         agents = [str(int(a)) for a in str(compile_agents).split(",")]
