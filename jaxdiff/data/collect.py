@@ -185,7 +185,10 @@ def init_carry(env, policy: Policy, num_envs: int, burn_in: int, key):
     pc = jax.vmap(lambda _: policy.init_carry())(jnp.arange(num_envs))
     first = jnp.ones((num_envs,), bool)
     start_at = jax.random.randint(k_start, (num_envs,), 0, max(burn_in, 1)).astype(jnp.int32)
-    return obs, es, pc, first, start_at
+    # Strong types, as the chunk returns them (SMAX's reset leaves a weakly typed int in the
+    # enemy policy state, which would otherwise compile the chunk twice per split).
+    strong = lambda x: jnp.asarray(x, x.dtype)
+    return jax.tree.map(strong, (obs, es, pc, first, start_at))
 
 
 def rollout_split(env, policy, chunk_fn, *, num_envs: int, chunk_steps: int, burn_in: int,
