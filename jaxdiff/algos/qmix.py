@@ -19,11 +19,20 @@ the last action and cut the bootstrap. Every episode end is treated as terminal,
 included (as in JaxMARL's QMIX; SMAX exposes no terminal observation to bootstrap from).
 
 The flashbax item buffer lives in `State.buffer`, so checkpoints hold the replay memory and a
-resumed run is bit-identical to an uninterrupted one. Update ratio and target-update period are
-per gradient step (pymarl: one update of 32 episodes per episode collected, a target copy every
-200 episodes).
+resumed run is bit-identical to an uninterrupted one. Learning starts once it holds
+`batch_size` sequences; then every `step` runs `updates_per_iter` gradient steps.
 
-Layouts: rollouts and replay items are time-major [T(+1), ...]; agent inputs [..., n, in_dim].
+Departures from pymarl, each for a stated reason: the online and target networks both start a
+sampled sequence from its stored GRU state (there is no episode start to start from); the
+hypernetworks' output layers are initialised small (`mixer_init_scale`, as JaxMARL's QMIX does)
+because SMAX's world state holds raw map coordinates, which otherwise put the initial Q_tot in
+the hundreds; SMAX rewards are scaled by 10 (`reward_scale`, JaxMARL's REW_SCALE) back to SMAC's
+range; the update ratio (4 updates of 32 sequences per 8 x 64 env steps) and target period
+(100 updates) are counted in gradient steps, pymarl counts episodes (one update of 32 episodes
+per episode, a copy every 200 episodes).
+
+Layouts: a rollout is [T, E, ...]; each env's sequence is one replay item ([T(+1), ...]);
+sampled batches are time-major [T(+1), B, ...]; agent inputs [..., n, in_dim].
 """
 from __future__ import annotations
 
@@ -331,7 +340,8 @@ def step(env, config: Config):
                                        hp.max_grad_norm)
         grad_steps = state.grad_steps + 1
         due = grad_steps % config.target_update_interval == 0
-        target = jax.tree.map(lambda t, o: jnp.where(due, t + hp.tau * (o - t), t),
+        # tau * online + (1 - tau) * target: an exact copy when tau = 1
+        target = jax.tree.map(lambda t, o: jnp.where(due, hp.tau * o + (1 - hp.tau) * t, t),
                               state.target, params)
         state = state.replace(params=params, target=target, opt=opt, grad_steps=grad_steps)
         return state, dict(aux, loss=loss, grad_norm=gnorm)

@@ -124,33 +124,34 @@ def test_epsilon_schedule_is_linear_in_env_steps():
 
 # ----------------------------------------------------------------------------- step
 def test_step_bookkeeping_on_mpe(tmp_path):
-    """Exact env steps, no update before the buffer holds a batch, target copied on schedule,
-    every stored sequence consistent with the env (done <-> next reset), and the whole state,
-    replay buffer included, survives a checkpoint: stepping the restored copy is bit-identical."""
+    """Exact env steps, no update before the buffer holds a batch, an exact target copy every
+    `target_update_interval` gradient steps and none in between, every stored sequence
+    consistent with the env (done <-> next reset), and the whole state, replay buffer included,
+    survives a checkpoint: stepping the restored copy is bit-identical."""
     env = envs.make("mpe_simple_spread")
-    config = base.make_config(qmix.Config, dict(TINY, num_steps=13))
+    config = base.make_config(qmix.Config, dict(TINY, num_steps=13, updates_per_iter=1,
+                                                target_update_interval=2))
     state = jax.jit(lambda k: qmix.init(k, env, config))(jax.random.PRNGKey(0))
     step = jax.jit(qmix.step(env, config))
+    leaves = jax.tree.leaves
+
+    def same(a, b):
+        return all(np.array_equal(x, y) for x, y in zip(leaves(a), leaves(b)))
+
     s1, m1 = step(state)                      # 2 sequences stored < batch 4: no update
     assert int(s1.env_steps) == qmix.env_steps_per_iter(config, env) == 26
     assert float(m1["learning"]) == 0 and int(s1.grad_steps) == 0
-    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(s1.params)):
-        np.testing.assert_array_equal(a, b)
-    s2, m2 = step(s1)                         # 4 stored: two updates, no target copy yet (3)
-    assert float(m2["learning"]) == 1 and int(s2.grad_steps) == 2
+    assert same(s1.params, state.params)
+    s2, m2 = step(s1)                         # 4 stored: gradient step 1, target kept
+    assert float(m2["learning"]) == 1 and int(s2.grad_steps) == 1
     assert all(np.isfinite(np.asarray(v)).all() for v in m2.values())
-    same = [np.array_equal(a, b) for a, b in zip(jax.tree.leaves(s2.target),
-                                                 jax.tree.leaves(state.target))]
-    assert all(same)
+    assert not same(s2.params, state.params) and same(s2.target, state.target)
     ckpt = Checkpointer(str(tmp_path / "ckpt"))
     ckpt.save(2, s2, {})
     restored = ckpt.restore_latest(jax.eval_shape(lambda: s2))[1]
-    s3, _ = step(s2)                          # grad step 3 copies the target (tau = 1)
-    for a, b in zip(jax.tree.leaves(s3), jax.tree.leaves(step(restored)[0])):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    assert int(s3.grad_steps) == 4
-    assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(s3.target),
-                                                        jax.tree.leaves(state.target)))
+    s3, _ = step(s2)                          # gradient step 2: target = online, exactly
+    assert int(s3.grad_steps) == 2 and same(s3.target, s3.params)
+    assert same(s3, step(restored)[0])
     # replay items: the reset flag of step t+1 is the done flag of step t; -1 last action there
     exp = jax.tree.map(lambda x: np.asarray(x[0, :6]), s3.buffer.experience)
     np.testing.assert_array_equal(exp["reset"][:, 1:], exp["done"])
