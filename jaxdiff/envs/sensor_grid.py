@@ -72,6 +72,12 @@ class SensorGrid:
             raise ValueError(f"coverage indices must lie in [-1, {self.n_areas - 1}]")
         if not 1 <= self.n_targets <= self.n_areas:
             raise ValueError(f"n_targets={self.n_targets} must be in [1, {self.n_areas}]")
+        # Compiled batch helpers (eager vmaps dispatch op by op and are slow on large batches).
+        object.__setattr__(self, "_sample_batch", jax.jit(jax.vmap(self._sample_from_uniform)))
+        object.__setattr__(
+            self, "_encode_batch",
+            jax.jit(jax.vmap(lambda o, enc: self.encode(o, enc), in_axes=(0, None)), static_argnums=1),
+        )
 
     # ----------------------------------------------------------------------- sizes
 
@@ -119,27 +125,40 @@ class SensorGrid:
 
     def sample_state(self, key: jax.Array) -> jax.Array:
         """k distinct target areas, uniformly: float32 [n_areas] (k-hot)."""
-        areas = jax.random.choice(key, self.n_areas, (self.n_targets,), replace=False)
-        return jnp.zeros((self.n_areas,), jnp.float32).at[areas].set(1.0)
+        return self._state_from_uniform(jax.random.uniform(key, (self.n_areas,)))
 
     def observe(self, key: jax.Array, s: jax.Array) -> jax.Array:
         """o_i[slot] = s[area] * detected, 0 for empty slots. s: [n_areas] -> [n_agents, n_slots]."""
-        cov = jnp.asarray(self.coverage)
-        present = jnp.where(cov >= 0, s[jnp.maximum(cov, 0)], 0.0)
-        p = jnp.asarray(self.p_detect)[jnp.maximum(cov, 0)]
-        detected = jax.random.uniform(key, cov.shape) < p
-        return present * detected.astype(jnp.float32)
+        return self._observe_from_uniform(s, jax.random.uniform(key, self.coverage.shape))
 
     def sample(self, key: jax.Array) -> tuple[jax.Array, jax.Array]:
         """One joint sample: (s [n_areas], obs [n_agents, n_slots])."""
-        key_s, key_o = jax.random.split(key)
-        s = self.sample_state(key_s)
-        return s, self.observe(key_o, s)
+        return self._sample_from_uniform(jax.random.uniform(key, (self._num_uniforms,)))
 
     def sample_dataset(self, key: jax.Array, n: int) -> dict:
         """n joint samples: {"s": [n, n_areas], "obs": [n, n_agents, n_slots]}."""
-        s, obs = jax.vmap(self.sample)(jax.random.split(key, n))
+        s, obs = self._sample_batch(jax.random.uniform(key, (n, self._num_uniforms)))
         return {"s": s, "obs": obs}
+
+    # One uniform draw per sample drives everything (few random ops: they dominate compile time).
+    @property
+    def _num_uniforms(self) -> int:
+        return self.n_areas + self.coverage.size
+
+    def _state_from_uniform(self, u: jax.Array) -> jax.Array:
+        # The k largest of i.i.d. uniforms: a uniformly random k-subset.
+        areas = jax.lax.top_k(u, self.n_targets)[1]
+        return jnp.zeros((self.n_areas,), jnp.float32).at[areas].set(1.0)
+
+    def _observe_from_uniform(self, s: jax.Array, u: jax.Array) -> jax.Array:
+        cov = jnp.asarray(self.coverage)
+        present = jnp.where(cov >= 0, s[jnp.maximum(cov, 0)], 0.0)
+        p = jnp.asarray(self.p_detect)[jnp.maximum(cov, 0)]
+        return present * (u < p).astype(jnp.float32)
+
+    def _sample_from_uniform(self, u: jax.Array):
+        s = self._state_from_uniform(u[: self.n_areas])
+        return s, self._observe_from_uniform(s, u[self.n_areas :].reshape(self.coverage.shape))
 
     # ----------------------------------------------------------------------- encodings
 
@@ -166,7 +185,8 @@ class SensorGrid:
     def rows(self, data: dict, encoding: str = "raw") -> dict:
         """Per-agent training rows (tau_i, s): {"tau": [N*n, tau_dim], "s": [N*n, n_areas],
         "agent": [N*n]}, sample-major (rows k*n .. k*n+n-1 belong to joint sample k)."""
-        tau = jax.vmap(lambda o: self.encode(o, encoding))(data["obs"])
+        _check_encoding(encoding)
+        tau = self._encode_batch(data["obs"], encoding)
         n, m = tau.shape[:2]
         return {
             "tau": tau.reshape(n * m, -1),
