@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from sensor_common import HERE, markdown_table, train_model, write_json  # noqa: E402
+from sensor_common import HERE, markdown_table, save_figure, train_model, write_json  # noqa: E402
 
 from jaxdiff import diffusion as d  # noqa: E402
 from jaxdiff import statediff as sd  # noqa: E402
@@ -320,10 +320,7 @@ def main():
                  "red: stable attractors (projected; label = basin fraction), star: jointly "
                  "consistent state(s)", fontsize=9)
     fig.tight_layout()
-    png = os.path.join(args.out, "sensor_2x2.png")
-    os.makedirs(args.out, exist_ok=True)
-    fig.savefig(png, dpi=80)
-    print(f"wrote {png}")
+    save_figure(fig, os.path.join(args.out, "sensor_2x2.png"), dpi=80)
 
     results["wall_s"] = round(time.time() - t0, 1)
     write_json(os.path.join(args.out, "sensor_2x2.json"), results)

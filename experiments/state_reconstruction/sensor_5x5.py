@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from sensor_common import HERE, markdown_table, train_model, write_json  # noqa: E402
+from sensor_common import HERE, markdown_table, save_figure, train_model, write_json  # noqa: E402
 
 from jaxdiff import statediff as sd  # noqa: E402
 from jaxdiff.envs.sensor_grid import sensor_5x5  # noqa: E402
@@ -448,7 +448,7 @@ def main():
                     f"{main_dev['spearman_rank_vs_deviation'][1]:.2f}", fontsize=8)
     ax[3].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(os.path.join(args.out, "sensor_5x5_fig2.png"), dpi=70)
+    save_figure(fig, os.path.join(args.out, "sensor_5x5_fig2.png"), dpi=70)
 
     # Fig. 3: deviation and rank vs width (and targets / samples in full mode).
     groups = [("width", [(f"W={w}", sweep[w]) for w in sorted(sweep)])]
@@ -469,7 +469,7 @@ def main():
         ax[0, col].set_ylabel("||D||_2 per fixed point")
         ax[0, col].set_title(f"Fig. 3 ({name}): deviation; label = mean rank J+ (rtol 1e-2)", fontsize=8)
     fig.tight_layout()
-    fig.savefig(os.path.join(args.out, "sensor_5x5_fig3.png"), dpi=70)
+    save_figure(fig, os.path.join(args.out, "sensor_5x5_fig3.png"), dpi=70)
 
     # Fig. 4: composite flows (two orders) and partial composites, first 6 iterations + final.
     starts64 = jax.random.normal(jax.random.fold_in(key, 6), (64, env.state_dim))
@@ -494,7 +494,7 @@ def main():
         ax[col].set_xlabel(f"y[Area {a1 + 1}]")
         ax[col].set_ylabel(f"y[Area {a2 + 1}]")
     fig.tight_layout()
-    fig.savefig(os.path.join(args.out, "sensor_5x5_fig4.png"), dpi=70)
+    save_figure(fig, os.path.join(args.out, "sensor_5x5_fig4.png"), dpi=70)
 
     # PSNR vs L and partial composites.
     fig, ax = plt.subplots(1, 2, figsize=(11, 4))
@@ -514,7 +514,7 @@ def main():
     ax[1].legend()
     ax[1].set_title("partial composites (Finding 6)", fontsize=9)
     fig.tight_layout()
-    fig.savefig(os.path.join(args.out, "sensor_5x5_psnr.png"), dpi=70)
+    save_figure(fig, os.path.join(args.out, "sensor_5x5_psnr.png"), dpi=70)
 
     results["wall_s"] = round(time.time() - t0, 1)
     write_json(os.path.join(args.out, "sensor_5x5.json"), results)

@@ -60,3 +60,13 @@ def markdown_table(header, rows) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def save_figure(fig, path, dpi=70):
+    """Save a matplotlib figure as a small (64-colour palette) PNG."""
+    from PIL import Image
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    Image.open(path).convert("RGB").quantize(64).save(path, optimize=True)
+    print(f"wrote {path}")

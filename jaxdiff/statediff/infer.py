@@ -102,38 +102,51 @@ def composite_algorithm(
     num_steps: int,
     d_hat: float | jax.Array,
     order: jax.Array | None = None,
+    active: jax.Array | None = None,
     converge_steps: int = 200,
 ) -> CompositeResult:
     """The composite diffusion algorithm of spec §4.2 (Theorem 7).
 
     Step 1: each start y^(k,0) (starts: [K, s], drawn by the caller from N(0, sigma^2 I)) runs
     through the composite flow for num_steps iterations. Step 2: a sample is accepted iff
-    (1) for each of the last m iterates (m = len(order)), the spectral radius of
-    J_f(y^(k,l) | tau of the agent that produced it) is < 1 (the paper's |lambda_max| < 1, read
-    as the spectral radius because eigenvalues can be complex), and (2) re-denoising y^(k,L) to
-    convergence with each participating agent's own flow moves it by less than 2 d_hat, where
-    d_hat bounds the deviations (spec §7.5: the 95th percentile of training deviations, or R(M)
-    if smaller). taus: [n, tau_dim]; order: a permutation of all or some agents (default
-    0..n-1); num_steps >= len(order).
+    (1) for each of the last m iterates (m = number of participating agents), the spectral
+    radius of J_f(y^(k,l) | tau of the agent that produced it) is < 1 (the paper's
+    |lambda_max| < 1, read as the spectral radius because eigenvalues can be complex), and
+    (2) re-denoising y^(k,L) to convergence with each participating agent's own flow moves it
+    by less than 2 d_hat, where d_hat bounds the deviations (spec §7.5: the 95th percentile of
+    training deviations, or R(M) if smaller).
+    taus: [n, tau_dim]; order: a permutation of all or some agents (default 0..n-1);
+    active: optional bool [n] (e.g. alive agents; order must then list all n agents): only
+    active agents take part. num_steps >= the number of participants.
     CO output: the mean of the accepted samples (all samples if none passes).
     """
     n = taus.shape[0]
     order = jnp.arange(n, dtype=jnp.int32) if order is None else jnp.asarray(order, jnp.int32)
-    m = order.shape[0]
-    if num_steps < m:
-        raise ValueError(f"num_steps={num_steps} must cover one cycle of {m} agents")
-    seq = order[jnp.arange(num_steps) % m]
+    if active is None:
+        if num_steps < order.shape[0]:
+            raise ValueError(f"num_steps={num_steps} must cover one cycle of {order.shape[0]} agents")
+        seq = order[jnp.arange(num_steps) % order.shape[0]]
+        participates = jnp.ones(order.shape, bool)
+        m = jnp.asarray(order.shape[0])
+    else:
+        if num_steps < n:
+            raise ValueError(f"num_steps={num_steps} must cover one cycle of up to {n} agents")
+        seq = active_order(active, num_steps, order)
+        participates = active[order]
+        m = jnp.maximum(jnp.sum(active), 1)
+    window = min(num_steps, order.shape[0])  # static bound on m
 
     def check(y0):
-        _, traj = composite_flow(f, taus, y0, num_steps, order=order, return_trajectory=True)
-        last = traj[num_steps - m + 1 :]  # y^(l) for l in (L - m, L]
-        producers = seq[num_steps - m :]  # the agent whose denoiser produced each of them
+        _, traj = composite_flow(f, taus, y0, num_steps, order=seq, return_trajectory=True)
+        last = traj[num_steps - window + 1 :]  # y^(l) for l in (L - window, L]
+        producers = seq[num_steps - window :]  # the agent whose denoiser produced each of them
+        in_window = jnp.arange(window) >= window - m  # keep the last m of them
         jac = jax.vmap(lambda a, y: jax.jacfwd(f, argnums=1)(taus[a], y))(producers, last)
-        rho = jnp.max(spectral_radius(jac))
+        rho = jnp.max(jnp.where(in_window, spectral_radius(jac), 0.0))
         y_last = traj[-1]
         settled = jax.vmap(lambda a: converge(f, taus[a], y_last[None], converge_steps)[0])(order)
-        shift = jnp.max(jnp.linalg.norm(settled - y_last, axis=-1))
-        return y_last, rho, shift
+        moved = jnp.linalg.norm(settled - y_last, axis=-1)
+        return y_last, rho, jnp.max(jnp.where(participates, moved, 0.0))
 
     samples, max_rho, max_shift = jax.vmap(check)(starts)
     stable = max_rho < 1.0

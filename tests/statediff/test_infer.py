@@ -135,6 +135,15 @@ def test_active_agents_restrict_the_composite():
     a = sd.composite_estimate(f, lp, y0, 6, active=jnp.array([False, False, True, True]))
     b = sd.composite_estimate(f, lp, y0, 6, order=jnp.array([2, 3]))
     np.testing.assert_allclose(a, b, atol=1e-6)
+    # The composite algorithm with an active mask equals the one over that subset.
+    starts = jax.random.normal(jax.random.key(7), (16, 4))
+    masked = sd.composite_algorithm(f, lp, starts, num_steps=8, d_hat=0.05,
+                                    active=jnp.array([False, False, True, True]))
+    subset = sd.composite_algorithm(f, lp, starts, num_steps=8, d_hat=0.05, order=jnp.array([2, 3]))
+    np.testing.assert_allclose(masked.samples, subset.samples, atol=1e-6)
+    np.testing.assert_allclose(masked.max_rho, subset.max_rho, atol=1e-6)
+    np.testing.assert_allclose(masked.max_shift, subset.max_shift, atol=1e-6)
+    np.testing.assert_allclose(masked.estimate, TRUE[0], atol=1e-3)
 
 
 def test_composite_error_below_mean_individual_error_for_contractions():
