@@ -192,10 +192,12 @@ def init_carry(env, policy: Policy, num_envs: int, burn_in: int, key):
 
 
 def rollout_split(env, policy, chunk_fn, *, num_envs: int, chunk_steps: int, burn_in: int,
-                  context: int, steps: int, key, writer, bar=None) -> None:
-    """Run burn-in + `steps` sample steps; write steps [burn_in - context, burn_in + steps)."""
+                  context: int, steps: int, key, writer, bar=None, init_fn=None) -> None:
+    """Run burn-in + `steps` sample steps; write steps [burn_in - context, burn_in + steps).
+    `init_fn(key)`: a compiled `init_carry` (default: `init_carry` run eagerly)."""
     k_init, k_run = jax.random.split(key)
-    carry = init_carry(env, policy, num_envs, burn_in, k_init)
+    carry = (init_fn(k_init) if init_fn is not None
+             else init_carry(env, policy, num_envs, burn_in, k_init))
     lo, hi = max(burn_in - context, 0), burn_in + steps
     j = 0
     while j < hi:
@@ -256,6 +258,8 @@ def collect(env, policy: Policy, out: str, *, samples: int = 100_000, test_sampl
     )
     ds_lib.write_meta(out, meta)
     chunk_fn = make_chunk(env, policy, num_envs, chunk_steps)
+    # One compiled reset for both splits (run eagerly, the vmapped SMAX reset is ~10 s per split).
+    init_fn = jax.jit(lambda k: init_carry(env, policy, num_envs, burn_in, k))
     root = jax.random.PRNGKey(seed)
     t0 = time.time()
     for i, split in enumerate(ds_lib.SPLITS):
@@ -268,7 +272,8 @@ def collect(env, policy: Policy, out: str, *, samples: int = 100_000, test_sampl
         try:
             rollout_split(env, policy, chunk_fn, num_envs=num_envs, chunk_steps=chunk_steps,
                           burn_in=burn_in, context=context, steps=steps[split],
-                          key=jax.random.fold_in(root, i), writer=writer, bar=bar)
+                          key=jax.random.fold_in(root, i), writer=writer, bar=bar,
+                          init_fn=init_fn)
         finally:
             if bar is not None:
                 bar.close()
