@@ -20,8 +20,8 @@ Figure 1 (results/sensor_2x2.png): quiver plots of f(tau_i, y) - y over (y_1, y_
 y_3 = y_4 = 0, attractors marked, CO row and non-CO row.
 
 Scale: --quick trains 2500 Adam steps at lr 3e-3 per variant and uses 1024 fixed-point starts
-(about 3 minutes on a loaded 2-core CPU); the default trains 8000 steps at lr 1e-3 (the spec's
-toy setting) with 2048 starts (about 6-8 minutes on the same CPU).
+(2-3.5 minutes on a loaded 2-core CPU); the default trains 8000 steps at lr 1e-3 (the spec's
+toy setting) with 2048 starts (about 5-6 minutes on the same CPU).
 Writes results/sensor_2x2.json, results/sensor_2x2.md and results/sensor_2x2.png.
 """
 from __future__ import annotations
