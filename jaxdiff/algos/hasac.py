@@ -9,7 +9,8 @@ Off-policy maximum-entropy MARL with HARL's sequential scheme. One `step`:
 2. once warm, `updates_per_train` gradient updates, each on a fresh batch:
    - twin centralised critics Q_k(s, a_joint) regress on the n-step soft target
      `sum_k gamma^k r_{t+k} + gamma^m [min_k Qbar_k(s_{t+m}, a') - sum_i alpha_i log pi_i(a'^i)]`,
-     a' ~ pi(.|o_{t+m}) (Polyak targets, Huber or squared error, optional ValueNorm);
+     a' ~ pi(.|o_{t+m}) (Polyak targets, Huber or squared error, optional ValueNorm: the
+     critics then output normalised values, which the actors maximise as they are, as in HARL);
    - actors in a fresh random order (a `lax.scan` over the permutation): agent i_m maximises
      `E[min_k Q_k(s, a^{i_1..i_m-1}, a^{i_m}, a^{rest})] - alpha_{i_m} E[log pi^{i_m}]` with its
      predecessors' actions re-sampled from their UPDATED policies, its own from its current
@@ -50,12 +51,12 @@ from typing import Any
 
 import flashbax as fbx
 import flax.linen as nn
-from flax.linen.initializers import variance_scaling, zeros_init
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import struct
+from flax.linen.initializers import variance_scaling, zeros_init
 
 from jaxdiff.algos import common, sequential
 from jaxdiff.algos.base import Algorithm, ConfigError, dynamic, register, static

@@ -4,6 +4,7 @@ continuous), temperature auto-tuning drives the entropy to its target, checkpoin
 through the runner (2 seeds, continuous simple_spread). Slow: resume == uninterrupted run, and
 HASAC beats random on simple_spread."""
 import math
+import os
 
 import jax
 import jax.numpy as jnp
@@ -150,14 +151,19 @@ class MaskedGame(CoordinationGame):
         return jnp.ones((2, 3), bool).at[0, 2].set(False)
 
 
-def test_discrete_critic_regresses_onto_the_game_q_and_masks_hold():
+@pytest.mark.parametrize("discrete_grad, successor_actions", [
+    ("expected", "policy"), pytest.param("gumbel", "buffer", marks=pytest.mark.slow)])
+def test_discrete_critic_regresses_onto_the_game_q_and_masks_hold(discrete_grad,
+                                                                  successor_actions):
     """Actors frozen (lr 0) near uniform over their available actions, so every feasible joint
     action is in the data; the masked action is never stored, sampled or given probability."""
     env = EpisodeStats(MaskedGame(n_agents=2, n_actions=3))
     cfg, state, m = _train(env, dict(num_envs=16, train_interval=4, updates_per_train=25,
                                      warmup_steps=64, buffer_size=640, batch_size=128, hidden=32,
                                      n_step=1, value_norm=False, huber_delta=0.0, lr=0.0,
-                                     critic_lr=3e-3, auto_alpha=True), iters=16)
+                                     critic_lr=3e-3, auto_alpha=True,
+                                     discrete_grad=discrete_grad,
+                                     successor_actions=successor_actions), iters=16)
     assert all(math.isfinite(float(v)) for v in m.values())
     assert float(m["valid_frac"]) == 1.0
     p = hasac._parts(env, cfg)
@@ -224,16 +230,18 @@ def test_smoke_train_continuous_spread(tmp_path):
 
 
 def test_checkpoint_round_trips_the_whole_state(tmp_path):
-    """Orbax saves the runner's vmapped HASAC state, replay buffer included, and restores it
-    leaf for leaf into the structure `eval_shape(init)` describes (what a resume does). Built
-    eagerly: nothing to compile."""
-    spec = _spec()
-    algorithm, env, _, configs = runner.prepare(spec)
-    _, _, keys, hp, init_fn = runner._ensemble(spec, algorithm, env, configs)
-    with jax.disable_jit():
-        state = jax.vmap(lambda k, c: hasac.init(k, env, c))(keys, hp)
+    """Orbax saves a seed-vmapped HASAC state (replay buffer with float, int and bool fields
+    included) and restores it leaf for leaf into the structure `eval_shape(init)` describes,
+    which is what the runner's resume does."""
+    env = EpisodeStats(MaskedGame(n_agents=2, n_actions=3))
+    cfg = base.make_config(hasac.Config, dict(TINY, auto_alpha=True))
+    keys = jax.random.split(jax.random.PRNGKey(0), 2)
+    hp = jax.tree.map(lambda x: jnp.stack([jnp.asarray(x)] * 2), cfg)
+    init_fn = jax.jit(jax.vmap(lambda k, c: hasac.init(k, env, c)))
+    state = init_fn(keys, hp)
     leaves, treedef = jax.tree.flatten(state.buffer.experience)
-    noise = [jax.random.normal(jax.random.PRNGKey(i), x.shape).astype(x.dtype)
+    noise = [jax.random.randint(jax.random.PRNGKey(i), x.shape, 0, 3).astype(x.dtype)
+             if x.dtype != jnp.float32 else jax.random.normal(jax.random.PRNGKey(i), x.shape)
              for i, x in enumerate(leaves)]
     buffer = state.buffer.replace(experience=jax.tree.unflatten(treedef, noise),
                                   current_index=jnp.full((2,), 7), is_full=jnp.ones((2,), bool))
@@ -264,12 +272,14 @@ def test_resume_is_bit_identical(tmp_path):
 
 @pytest.mark.slow
 def test_beats_random_on_simple_spread(tmp_path):
-    """Random policies score about -78 per 25-step episode; HASAC's mpe preset must do
-    clearly better within 100k steps."""
+    """Random policies score about -78 per 25-step episode; HASAC with the mpe preset (as
+    `jaxdiff train algo=hasac env=mpe_simple_spread` applies it) does clearly better within
+    50k steps (-58 measured, 2 seeds; about 2.5 min on 2 CPU cores)."""
+    import yaml
+    with open(os.path.join(os.path.dirname(__file__), "../../configs/algo/hasac.yaml")) as f:
+        preset = yaml.safe_load(f)["presets"]["mpe"]
     spec = runner.RunSpec(algo="hasac", env="mpe_simple_spread",
-                          env_kwargs={"action_type": "continuous"},
-                          algo_overrides=dict(hidden=128, batch_size=256, auto_alpha=True,
-                                              value_norm=False, huber_delta=0.0, alpha=1.0),
-                          seeds=2, total_steps=100_000, chunks=5, eval_episodes=32)
+                          env_kwargs={"action_type": "continuous"}, algo_overrides=preset,
+                          seeds=2, total_steps=50_000, chunks=5, eval_episodes=32)
     summary = runner.train(spec, str(tmp_path), progress=False, quiet=True)
-    assert summary["final"]["return_mean"] > -65, summary["final"]
+    assert summary["final"]["return_mean"] > -66, summary["final"]
