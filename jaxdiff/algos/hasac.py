@@ -243,7 +243,7 @@ class State:
     env_state: Any
     obs: jax.Array            # [E, n, obs_dim]
     key: jax.Array
-    env_steps: jax.Array      # int32 transitions collected (per env-seed: sum over envs)
+    env_steps: jax.Array      # int32 transitions collected so far (all envs of this seed)
     update_idx: jax.Array     # int32 gradient updates done
     hp: Config
 
