@@ -4,6 +4,7 @@ composite diffusion on SMACv2-style SMAX tasks, one factor varied at a time.
     python experiments/state_reconstruction/table1.py --quick          # random policy, ~11 min CPU
     python experiments/state_reconstruction/table1.py                  # --scale cpu, ~45 min
     python experiments/state_reconstruction/table1.py --scale paper    # the paper's sizes (GPU)
+    python experiments/state_reconstruction/table1.py --scale paper --plan  # print, run nothing
 
 Pipeline (every stage reuses what an earlier invocation left on disk):
 
@@ -657,13 +658,54 @@ def write_outputs(sc: Scale, results: dict, out_dir: str) -> dict:
 
 
 # ----------------------------------------------------------------------------- main
+def plan(sc: Scale) -> int:
+    """Print what `--scale` would run, after validating every config (nothing compiles)."""
+    from jaxdiff.cli import _spec, compose
+    from jaxdiff.run import runner
+
+    print(f"scale {sc.name}: {sc.seeds} seed(s), {sc.steps:,} Adam steps x "
+          f"{sc.train['batch_size']} per denoiser run")
+    for name, cfg in collection_configs(sc).items():
+        if sc.policy == "mappo":
+            argv = ["algo=mappo", f"env={RACE_ENV[cfg['race']]}",
+                    f"env.sight_range={cfg['sight']}"] + [f"{k}={v}" for k, v in sc.mappo.items()]
+            spec = _spec(compose(argv))
+            runner.prepare(spec)
+            a = spec.algo_overrides
+            pol = (f"MAPPO {spec.total_steps:,} steps ({a['num_envs']} envs x "
+                   f"{a['num_steps']} steps, lr {a['lr']})")
+        else:
+            pol = "random policy"
+        print(f"  data {name}: {pol}; N {fmt_n(cfg['samples'])} + test "
+              f"{fmt_n(sc.collect['test_samples'])}, H {cfg['history']}")
+    seen = set()
+    for _, _, setting in columns(sc):
+        key = setting_name(setting)
+        if key in seen:
+            continue
+        seen.add(key)
+        runner.prepare(runner.RunSpec(
+            algo="state_diffusion", env=RACE_ENV[setting["race"]],
+            env_kwargs=dict(sight_range=setting["sight"]),
+            algo_overrides=dict(dataset="<collected>", width=setting["width"],
+                                history=setting["history"], max_train_rows=setting["samples"],
+                                **sc.train),
+            seeds=sc.seeds, total_steps=sc.steps * sc.train["batch_size"], chunks=sc.chunks))
+        print(f"  denoiser {key}")
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="same as --scale quick")
     p.add_argument("--scale", choices=tuple(SCALES), default="cpu")
     p.add_argument("--out", default=RESULTS, help="where table1.{json,md,png} go")
+    p.add_argument("--plan", action="store_true",
+                   help="validate and print the scale's policies, datasets and runs; run nothing")
     args = p.parse_args(argv)
     sc = SCALES["quick" if args.quick else args.scale]
+    if args.plan:
+        return plan(sc)
     out_dir = os.path.abspath(args.out)
     runs_root = os.path.join(out_dir, "runs", sc.name)
     data_root = os.path.join(out_dir, "datasets", sc.name)
