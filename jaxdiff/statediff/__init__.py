@@ -15,12 +15,14 @@ from jaxdiff.statediff.denoiser import (
 )
 from jaxdiff.statediff.infer import (
     CompositeResult,
+    DeviationBound,
     active_order,
     attractors,
     composite_algorithm,
     composite_estimate,
     converge,
     deviation,
+    deviation_bound,
     individual_estimates,
 )
 from jaxdiff.statediff.metrics import (
@@ -50,11 +52,12 @@ from jaxdiff.statediff.train import (
 )
 
 __all__ = [
-    "CompositeResult", "Denoiser", "TrainHParams", "active_order", "aggregate_psnr",
-    "analytic_blind_denoiser", "attractors", "composite_algorithm", "composite_estimate",
-    "converge", "denoise_fn", "deviation", "fit", "individual_estimates", "init", "init_params",
-    "jacobian_distances", "jacobian_ranks", "local_regression_residual", "loss_fn",
-    "make_hparams", "make_optimizer", "mean_psnr", "num_params", "per_sample_errors", "psnr",
-    "regression_residual", "regression_residual_lstsq", "row_sampler", "span_rank", "spearman",
-    "surrogate_bound", "train", "train_step",
+    "CompositeResult", "Denoiser", "DeviationBound", "TrainHParams", "active_order",
+    "aggregate_psnr", "analytic_blind_denoiser", "attractors", "composite_algorithm",
+    "composite_estimate", "converge", "denoise_fn", "deviation", "deviation_bound", "fit",
+    "individual_estimates", "init", "init_params", "jacobian_distances", "jacobian_ranks",
+    "local_regression_residual", "loss_fn", "make_hparams", "make_optimizer", "mean_psnr",
+    "num_params", "per_sample_errors", "psnr", "regression_residual",
+    "regression_residual_lstsq", "row_sampler", "span_rank", "spearman", "surrogate_bound",
+    "train", "train_step",
 ]

@@ -19,6 +19,7 @@ from jaxdiff.diffusion import (
     spectral_radius,
 )
 from jaxdiff.statediff.denoiser import DenoiseFn
+from jaxdiff.statediff.metrics import regression_residual
 
 
 def individual_estimates(f: DenoiseFn, taus: jax.Array, y0: jax.Array, num_steps: int) -> jax.Array:
@@ -82,16 +83,77 @@ def attractors(f: DenoiseFn, tau: jax.Array, key: jax.Array, *, num_starts: int 
 
 
 @struct.dataclass
+class DeviationBound:
+    """The deviation bound D-hat of the composite algorithm's Step 2, with its Theorem 6 check.
+
+    Built by `deviation_bound` from held-out (tau_i, s) pairs of the data the model was trained
+    on; pass it to `composite_algorithm` as `d_hat`.
+    """
+
+    d_hat: jax.Array  # scalar: the `quantile` of ||D_theta(tau_i, s)||_2 over the held-out pairs
+    mean_sq_deviation: jax.Array  # scalar: mean ||D_theta(tau_i, s)||_2^2 over the same pairs
+    r_bound: jax.Array  # scalar: R(M) of Eq. 17 over the training rows (a data quantity)
+    bounded: jax.Array  # bool scalar: mean_sq_deviation <= r_bound (Theorem 6 holds)
+    deviation_norms: jax.Array  # [N]: ||D_theta|| per held-out pair
+
+
+def deviation_bound(
+    f: DenoiseFn,
+    taus: jax.Array,
+    states: jax.Array,
+    *,
+    train_taus: jax.Array,
+    train_states: jax.Array,
+    quantile: float = 0.95,
+    max_steps: int = 200,
+) -> DeviationBound:
+    """D-hat for Step 2 (spec §4.2, §7.5) and whether the model satisfies Theorem 6.
+
+    taus: [N, tau_dim], states: [N, s]: held-out (tau_i, s) pairs (never used for training);
+    train_taus: [M, tau_dim], train_states: [M, s]: the training rows (or a large subsample),
+    over which R(M) = Tr S_s - Tr S_s,tau S_tau^+ S_tau,s (Eq. 17) is computed.
+
+    d_hat is the `quantile` (default 95th percentile) of the model's own deviations
+    ||D_theta(tau_i, s)||_2 = ||s - phi_inf(tau_i)(s)||_2 (Definition 4): the paper's "2 D_theta"
+    threshold is about this model's deviations, not a data constant.
+
+    bounded [interpretation]: the paper's threshold is "2 D_theta (bounded by Theorem 6)", and
+    Theorem 7's guarantee (error <= max_i D_theta) is only informative for a model whose
+    deviations obey Theorem 6, D_theta <= R(M). R(M) is the per-sample mean squared residual of
+    the best affine regression of s on tau, so the dimensionally matching model quantity is the
+    per-sample mean squared deviation: bounded = mean ||D||^2 <= R(M), i.e. the model's fixed
+    points explain the states at least as well as the linear surrogate does. A model that maps
+    every history to one point c (e.g. random weights: a strong contraction) has
+    mean ||D||^2 = Tr S_s + ||E s - c||^2 >= Tr S_s >= R(M), so it is never bounded, however
+    self-consistent its flows are. (Fig. 2g plots ||D||_2 against R_eps; the squared form is the
+    consistent one for a certificate, spec §7.12.)
+    """
+    dev = jax.vmap(lambda t, s: deviation(f, t, s, max_steps)[0])(taus, states)
+    norms = jnp.linalg.norm(dev, axis=-1)
+    mean_sq = jnp.mean(norms**2)
+    r_bound = regression_residual(train_taus, train_states)
+    return DeviationBound(
+        d_hat=jnp.quantile(norms, quantile),
+        mean_sq_deviation=mean_sq,
+        r_bound=r_bound,
+        bounded=mean_sq <= r_bound,
+        deviation_norms=norms,
+    )
+
+
+@struct.dataclass
 class CompositeResult:
     """Output of `composite_algorithm`; K = number of samples."""
 
     samples: jax.Array  # [K, s]: y^(k, L)
-    accepted: jax.Array  # bool [K]: both Step-2 conditions hold
+    accepted: jax.Array  # bool [K]: certified, and both Step-2 conditions hold
     stable: jax.Array  # bool [K]: condition (1), spectral radius < 1 on the last n iterates
     max_rho: jax.Array  # [K]: the largest of those spectral radii
     max_shift: jax.Array  # [K]: max_i ||phi_inf(tau_i)(y^(k,L)) - y^(k,L)||, condition (2)
     estimate: jax.Array  # [s]: mean of the accepted samples (all of them if none is accepted)
     acceptance_rate: jax.Array  # scalar
+    certified: jax.Array  # bool scalar: the model satisfies Theorem 6 (always True for a float d_hat)
+    d_hat: jax.Array  # scalar: the deviation bound used in condition (2)
 
 
 def composite_algorithm(
@@ -100,7 +162,7 @@ def composite_algorithm(
     starts: jax.Array,
     *,
     num_steps: int,
-    d_hat: float | jax.Array,
+    d_hat: float | jax.Array | DeviationBound,
     order: jax.Array | None = None,
     active: jax.Array | None = None,
     converge_steps: int = 200,
@@ -113,13 +175,28 @@ def composite_algorithm(
     radius of J_f(y^(k,l) | tau of the agent that produced it) is < 1 (the paper's
     |lambda_max| < 1, read as the spectral radius because eigenvalues can be complex), and
     (2) re-denoising y^(k,L) to convergence with each participating agent's own flow moves it
-    by less than 2 d_hat, where d_hat bounds the deviations (spec §7.5: the 95th percentile of
-    training deviations, or R(M) if smaller).
+    by less than 2 D-hat ("the change ... smaller than 2 D_theta (bounded by Theorem 6)").
+
+    d_hat: a `DeviationBound` from `deviation_bound` (recommended), or a number.
+    With a `DeviationBound`, D-hat is the model's own deviation quantile and Step 2 also
+    requires that the model obeys Theorem 6 (`DeviationBound.bounded`); if it does not, no
+    sample is accepted (`certified` is False). Why the extra requirement: conditions (1) and (2)
+    are per-sample consistency checks between the composite end point and each agent's
+    attractors, and a model whose every flow contracts to nearly one point c (random weights)
+    passes both for any D-hat above the small spread of its per-agent attractors; only a
+    comparison with data, through D_theta and the Theorem 6 bound, can tell that c is not a
+    state. With a plain number the caller vouches for the model and only (1) and (2) apply.
+
     taus: [n, tau_dim]; order: a permutation of all or some agents (default 0..n-1);
     active: optional bool [n] (e.g. alive agents; order must then list all n agents): only
     active agents take part. num_steps >= the number of participants.
     CO output: the mean of the accepted samples (all samples if none passes).
     """
+    if isinstance(d_hat, DeviationBound):
+        certified = jnp.asarray(d_hat.bounded, bool)
+        d_hat = d_hat.d_hat
+    else:
+        certified = jnp.asarray(True)
     n = taus.shape[0]
     order = jnp.arange(n, dtype=jnp.int32) if order is None else jnp.asarray(order, jnp.int32)
     if active is None:
@@ -150,7 +227,8 @@ def composite_algorithm(
 
     samples, max_rho, max_shift = jax.vmap(check)(starts)
     stable = max_rho < 1.0
-    accepted = stable & (max_shift < 2.0 * d_hat)
+    d_hat = jnp.asarray(d_hat, samples.dtype)
+    accepted = certified & stable & (max_shift < 2.0 * d_hat)
     w = jnp.where(jnp.any(accepted), accepted, True).astype(samples.dtype)
     estimate = jnp.sum(w[:, None] * samples, axis=0) / jnp.sum(w)
     return CompositeResult(
@@ -161,4 +239,6 @@ def composite_algorithm(
         max_shift=max_shift,
         estimate=estimate,
         acceptance_rate=jnp.mean(accepted.astype(jnp.float32)),
+        certified=certified,
+        d_hat=d_hat,
     )
