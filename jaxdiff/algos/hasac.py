@@ -114,9 +114,7 @@ class Config:
 # ----------------------------------------------------------------------------- networks
 def linear(features, gain=1.0):
     """torch.nn.Linear's default weights, U(+-gain / sqrt(fan_in)), as HARL's PlainMLP (its HASAC
-    actor and critics); zero biases. Not orthogonal on purpose: an orthogonal init puts LAPACK
-    QR custom calls into the compiled `init`, and jaxlib 0.10.2's XLA:CPU runtime can hang
-    executing those next to the rest of the init program."""
+    actor and critics); zero biases."""
     return nn.Dense(features, kernel_init=variance_scaling(gain ** 2 / 3, "fan_in", "uniform"),
                     bias_init=zeros_init())
 

@@ -6,7 +6,9 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
-from flax.linen.initializers import constant, orthogonal
+from flax.linen.initializers import constant
+
+from jaxdiff.nets.init import orthogonal
 
 ACTIVATIONS = {"tanh": nn.tanh, "relu": nn.relu, "gelu": nn.gelu, "silu": nn.silu,
                "mish": lambda x: x * nn.tanh(nn.softplus(x))}
@@ -50,7 +52,7 @@ class Torso(nn.Module):
         x = act(dense(self.hidden)(x))
         if self.recurrent:
             carry = jnp.where(reset[..., None], jnp.zeros_like(carry), carry)
-            carry, x = nn.GRUCell(features=self.hidden)(carry, x)
+            carry, x = nn.GRUCell(features=self.hidden, recurrent_kernel_init=orthogonal())(carry, x)
         for _ in range(self.layers - 1):
             x = act(dense(self.hidden)(x))
         return carry, x
