@@ -5,9 +5,12 @@ Timesteps are 0-based indices into a schedule's arrays (see `schedules`).
 """
 from jaxdiff.diffusion.analysis import (
     FixedPoints,
+    FixedPointShift,
+    corollary51_shift,
     deduplicate,
     effective_rank,
     find_fixed_points,
+    fixed_point_shift,
     is_stable,
     iterate_map,
     jacobian_plus,
@@ -59,11 +62,13 @@ from jaxdiff.diffusion.schedules import (
 )
 
 __all__ = [
+    "FixedPointShift",
     "FixedPoints",
     "Schedule",
     "VESchedule",
     "composite_agent_sequence",
     "composite_flow",
+    "corollary51_shift",
     "cosine_schedule",
     "ddim_sample",
     "ddim_timesteps",
@@ -76,6 +81,7 @@ __all__ = [
     "effective_rank",
     "find_fixed_points",
     "fixed_point_flow",
+    "fixed_point_shift",
     "gather",
     "is_stable",
     "iterate_map",

@@ -43,6 +43,78 @@ def jacobian_plus(f: Callable, tau: jax.Array, y: jax.Array) -> jax.Array:
     return jnp.linalg.solve(jnp.eye(j_y.shape[0], dtype=j_y.dtype) - j_y, j_tau)
 
 
+@struct.dataclass
+class FixedPointShift:
+    """Theorem 5 check for one (tau, y*, dtau): Eq. 13's prediction against the true shift."""
+
+    y_star: jax.Array  # [s]: the fixed point under tau (Newton-polished)
+    y_star_new: jax.Array  # [s]: the fixed point under tau + dtau, re-converged from y_star
+    predicted: jax.Array  # [s]: J+(y*|tau) dtau (Eq. 13)
+    true: jax.Array  # [s]: y_star_new - y_star
+    rel_error: jax.Array  # scalar: ||predicted - true|| / ||true||
+    residual: jax.Array  # scalar: the larger of the two fixed-point residuals ||f(.,y) - y||
+    spectral_radius: jax.Array  # scalar: of J_f(y*|tau); Theorem 5 assumes y* stable (< 1)
+
+
+def fixed_point_shift(
+    f: Callable,
+    tau: jax.Array,
+    y_star: jax.Array,
+    delta_tau: jax.Array,
+    *,
+    flow_steps: int = 100,
+    newton_steps: int = 10,
+) -> FixedPointShift:
+    """Theorem 5 / Eq. 13: predicted vs true fixed-point shift when tau moves by delta_tau.
+
+    tau: [d]; y_star: [s], a (stable) fixed point of f(tau, .) or a point in its basin;
+    delta_tau: [d]. The base point is first polished (flow_steps flow iterations, then
+    newton_steps Newton steps), so that its residual does not pollute the true shift. The true
+    shift re-converges the flow from y* under tau + delta_tau the same way (the flow follows the
+    attractor whose basin holds y*; Newton removes the remaining error quadratically); the
+    prediction is J+(y*|tau) delta_tau with J+ = (I - df/dy)^{-1} df/dtau (Eq. 14).
+    The relative error is O(||delta_tau||) for a smooth f and zero for an affine one.
+    """
+
+    def settle(t, y):
+        g = lambda v: f(t, v)
+        y = iterate_map(g, y[None], flow_steps, 0.0)[0] if flow_steps else y[None]
+        y = newton_refine(g, y, newton_steps)[0] if newton_steps else y[0]
+        return y, jnp.linalg.norm(g(y) - y)
+
+    y0, res0 = settle(tau, y_star)
+    y1, res1 = settle(tau + delta_tau, y0)
+    predicted = jacobian_plus(f, tau, y0) @ delta_tau
+    true = y1 - y0
+    rel = jnp.linalg.norm(predicted - true) / jnp.maximum(jnp.linalg.norm(true), jnp.finfo(true.dtype).tiny)
+    return FixedPointShift(
+        y_star=y0,
+        y_star_new=y1,
+        predicted=predicted,
+        true=true,
+        rel_error=rel,
+        residual=jnp.maximum(res0, res1),
+        spectral_radius=spectral_radius(jacobian_y(f, tau, y0)),
+    )
+
+
+def corollary51_shift(j_y: jax.Array, w_tau: jax.Array, w_y: jax.Array, delta_tau: jax.Array) -> jax.Array:
+    """Corollary 5.1: dy* ~ U (I - Lambda)^{-1} Lambda U^T W_y^+ W_tau dtau.
+
+    For f(tau, y) = g(act(W_tau tau + W_y y + b)): j_y = J_f(y*|tau) [s, s]; w_tau: [W, d] and
+    w_y: [W, s], the first layer's blocks; delta_tau: [d] -> [s]. U Lambda U^T is the
+    eigendecomposition of J_f, which the corollary assumes symmetric (and non-negative); here it
+    is taken of the symmetric part (J + J^T) / 2, exact under that assumption. W_y^+ is
+    jnp.linalg.pinv(w_y): the printed W_y^T (W_y W_y^T)^{-1} is singular for a first layer
+    wider than |s| (spec §7.14). The corollary equals Eq. 13 when J_f is symmetric and
+    W_y W_y^+ W_tau = W_tau (e.g. W <= |s| with W_y of full row rank, or range(W_tau) inside
+    range(W_y)); otherwise it is an approximation. An analysis aid only.
+    """
+    lam, u = jnp.linalg.eigh(0.5 * (j_y + j_y.T))
+    z = u.T @ (jnp.linalg.pinv(w_y) @ (w_tau @ delta_tau))
+    return u @ (lam / (1.0 - lam) * z)
+
+
 # ----------------------------------------------------------------------------- spectra, rank
 
 
