@@ -12,7 +12,11 @@ with Eq. 1 on per-agent rows of N joint samples and evaluated on fresh test samp
 * partial composites (Fig. 4b / Finding 6): the sensors covering both target areas, those of
   one target only, and 4 sensors that cover neither, against the full composite;
 * the composite algorithm's Step-2 checks (acceptance rate, filtered vs unfiltered PSNR, and a
-  random-weight model that should be rejected);
+  random-weight model that should be rejected), with D-hat and the Theorem 6 check from
+  `statediff.deviation_bound`;
+* Theorem 5 (F16): the relative error of the Eq. 13 prediction J+ dtau against the true
+  fixed-point shift at ||dtau|| = 0.5 / 0.05 / 0.005, next to the spec's measured values, and the
+  Corollary 5.1 form against Eq. 13 on the learned net;
 * deviations D = s - phi_inf(tau_i)(s) against rank(J+) (Fig. 2g / Fig. 3), with the surrogate
   bound R_eps (Eq. 15 / Eq. 17) on Jacobian-distance neighbourhoods of a training pool, at
   distance quantiles and at the paper's eps = 0.588, 0.626;
@@ -28,6 +32,10 @@ input; the spec measured that it does not learn the conditioning at W 256 / 8k s
 default is the area-indexed encoding.
 Any setting can be overridden, e.g. `--set steps=20000 --set widths=256,512` (see settings()).
 Writes results/sensor_5x5.json, .md and sensor_5x5_fig2.png, _fig3.png, _fig4.png, _psnr.png.
+
+`--thm5` trains only the main model (W = `width`) and runs only the Theorem 5 section; it writes
+results/sensor_5x5_thm5.json and .md (27 s measured at --quick on the 2-core CPU, 20 s of it
+training). With --quick (no --thm5) the whole script measured 84 s on a lightly loaded CPU.
 """
 from __future__ import annotations
 
@@ -44,10 +52,14 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from sensor_common import HERE, markdown_table, save_figure, train_model, write_json  # noqa: E402
 
+from jaxdiff import diffusion as d
 from jaxdiff import statediff as sd  # noqa: E402
 from jaxdiff.envs.sensor_grid import sensor_5x5  # noqa: E402
 
 N_AGENTS = 25
+THM5_SCALES = (0.5, 0.05, 0.005)  # ||dtau||
+THM5_SPEC = {0.5: 0.156, 0.05: 0.017, 0.005: 0.0023}  # spec F16 [MEASURED] at 0.52 / 0.052 / 0.0052
+R_ROWS = 50000  # training rows (subsample) for R(M) in the Theorem 6 check
 EPS_QUANTILES = (0.01, 0.05, 0.2, 0.5)
 EPS_PAPER = (0.588, 0.626)
 
@@ -56,10 +68,10 @@ def settings(quick: bool) -> dict:
     if quick:
         return dict(samples=20000, width=256, steps=4000, lr=3e-3, widths=(64, 128, 256),
                     targets=(), sample_sweep=(), n_test=500, n_dev=200, n_bound=10, pool=1500,
-                    n_alg=24, k_alg=8, steps_list=(25, 50, 100))
+                    n_alg=24, k_alg=8, steps_list=(25, 50, 100), n_thm5=32)
     return dict(samples=20000, width=256, steps=10000, lr=1e-3, widths=(64, 128, 256, 512, 1024),
                 targets=(1, 3), sample_sweep=(1000, 5000, 100000), n_test=2000, n_dev=1000,
-                n_bound=100, pool=5000, n_alg=200, k_alg=16, steps_list=(25, 50, 100))
+                n_bound=100, pool=5000, n_alg=200, k_alg=16, steps_list=(25, 50, 100), n_thm5=200)
 
 
 # ------------------------------------------------------------------------------- jitted pieces
@@ -106,6 +118,28 @@ def make_tools(model):
             taus, starts)
 
     @jax.jit
+    def dev_bound(p, taus, states, train_taus, train_states):
+        return sd.deviation_bound(f_of(p), taus, states, train_taus=train_taus,
+                                  train_states=train_states)
+
+    @jax.jit
+    def thm5(p, taus, states, dirs, scales):  # anchors [A], unit dirs [A, d], scales [S]
+        f = f_of(p)
+        w_tau, w_y = sd.first_layer_blocks(p, taus.shape[-1])
+
+        def one(tau, s, u):
+            base = d.fixed_point_shift(f, tau, s, jnp.zeros_like(tau), flow_steps=200)
+            j_y = d.jacobian_y(f, tau, base.y_star)
+            shifts = jax.vmap(lambda c: d.fixed_point_shift(f, tau, base.y_star, c * u))(scales)
+            cor = d.corollary51_shift(j_y, w_tau, w_y, u)
+            eq13 = shifts.predicted[0] / scales[0]
+            cor_err = jnp.linalg.norm(cor - eq13) / jnp.linalg.norm(eq13)
+            asym = jnp.linalg.norm(j_y - j_y.T) / jnp.linalg.norm(j_y)
+            return base.residual, base.spectral_radius, shifts.rel_error, shifts.residual, cor_err, asym
+
+        return jax.vmap(one)(taus, states, dirs)
+
+    @jax.jit
     def attractor_ends(p, tau, starts):
         return sd.converge(f_of(p), tau, starts)
 
@@ -115,7 +149,7 @@ def make_tools(model):
 
     return dict(individual=individual, composite=composite, composite_traj=composite_traj,
                 deviations=deviations, jac_dist=jac_dist, bounds=bounds, algorithm=algorithm,
-                attractor_ends=attractor_ends, field=field)
+                dev_bound=dev_bound, thm5=thm5, attractor_ends=attractor_ends, field=field)
 
 
 def exact_recovery(est, s):
@@ -189,6 +223,48 @@ def bound_block(tools, params, taus, states, y_star, pool_taus, pool_states, dev
     }
 
 
+def theorem5_block(tools, params, taus, states, key):
+    """F16: Eq. 13's J+ dtau against the re-converged fixed point, per anchor (tau_i, s).
+
+    y* = phi_inf(tau_i)(s) (the Definition 4 fixed point, Newton-polished); dtau = c u with one
+    random unit direction u per anchor (over all tau dims) and c in THM5_SCALES. Anchors whose
+    y* is not a stable fixed point (residual >= 1e-4 or spectral radius >= 1) are left out, as
+    Theorem 5 is about stable points."""
+    dirs = jax.random.normal(key, taus.shape)
+    dirs = dirs / jnp.linalg.norm(dirs, axis=-1, keepdims=True)
+    res0, rho, rel, res1, cor_err, asym = jax.device_get(
+        tools["thm5"](params, taus, states, dirs, jnp.asarray(THM5_SCALES)))
+    keep = (res0 < 1e-4) & (rho < 1.0)
+    rel, res1 = rel[keep], res1[keep]
+    out = {"num_anchors": len(keep), "num_stable": int(keep.sum()),
+           "max_residual": float(res1.max()) if keep.any() else None, "per_scale": {}}
+    for j, c in enumerate(THM5_SCALES):
+        r = rel[:, j]
+        out["per_scale"][str(c)] = {
+            "median_rel_error": float(np.median(r)) if keep.any() else None,
+            "mean_rel_error": float(r.mean()) if keep.any() else None,
+            "p90_rel_error": float(np.quantile(r, 0.9)) if keep.any() else None,
+            "spec_measured": THM5_SPEC[c]}
+    med = [out["per_scale"][str(c)]["median_rel_error"] for c in THM5_SCALES]
+    out["decay_ratios_median"] = [med[i] / med[i + 1] for i in range(len(med) - 1)] if keep.any() else None
+    out["corollary51_vs_eq13_rel_median"] = float(np.median(cor_err[keep])) if keep.any() else None
+    out["jacobian_asymmetry_median"] = float(np.median(asym[keep])) if keep.any() else None
+    return out
+
+
+def theorem5_rows(t5):
+    rows = []
+    for c in THM5_SCALES:
+        v = t5["per_scale"][str(c)]
+        rows.append([f"Thm 5 rel. error ||J+ dtau - dy*|| / ||dy*||, ||dtau|| = {c}",
+                     f"{v['median_rel_error']:.4f} (mean {v['mean_rel_error']:.4f})",
+                     "O(eps^2) error (Eq. 13)", f"{v['spec_measured']}"])
+    label = f"Cor. 5.1 vs Eq. 13 (learned net; J_f asymmetry {t5['jacobian_asymmetry_median']:.2f})"
+    rows.append([label, f"{t5['corollary51_vs_eq13_rel_median']:.3f}", "holds for symmetric J_f",
+                 "analysis aid only"])
+    return rows
+
+
 def subsets_for(env, s, rng):
     """Active-agent masks: covering both target areas, one target's sensors, 4 blind sensors."""
     cov = env.coverage_matrix  # [n, areas]
@@ -211,6 +287,8 @@ def main():
     ap.add_argument("--out", default=os.path.join(HERE, "results"), help="output folder")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--encoding", default="area", choices=("area", "raw"))
+    ap.add_argument("--thm5", action="store_true",
+                    help="train the main model only and run only the Theorem 5 (F16) check")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a setting, e.g. --set steps=20000 --set widths=256,512 "
                          f"(keys: {', '.join(settings(True))})")
@@ -249,6 +327,26 @@ def main():
 
     results = {"scale": "quick" if args.quick else "full", "seed": args.seed, "encoding": enc,
                "config": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()}}
+    n5 = min(cfg["n_thm5"], cfg["n_dev"])
+    thm5_key = jax.random.fold_in(key, 8)
+
+    if args.thm5:
+        model, params, info = train_model(jax.random.fold_in(key, cfg["width"]), rows, state_dim=40,
+                                          width=cfg["width"], steps=cfg["steps"], lr=cfg["lr"],
+                                          label=f"{enc}")
+        t5 = theorem5_block(make_tools(model), params, dev_taus[:n5], dev_states[:n5], thm5_key)
+        results.update(train=info, theorem5=t5, wall_s=round(time.time() - t0, 1))
+        write_json(os.path.join(args.out, "sensor_5x5_thm5.json"), results)
+        table = markdown_table(["quantity", "ours", "paper", "spec measured"], theorem5_rows(t5))
+        header = (f"# Sensor 5x5, Theorem 5 fixed-point shift (F16)\n\nScale: {results['scale']}; "
+                  f"{cfg['samples']} joint samples, {enc} encoding, W={cfg['width']}, {cfg['steps']} "
+                  f"Adam steps at lr {cfg['lr']}; {t5['num_stable']} of {t5['num_anchors']} anchors "
+                  f"(tau_i, s) have a stable y* = phi_inf(tau_i)(s); one random unit dtau direction "
+                  f"per anchor; median (mean) over anchors; CPU, {results['wall_s']} s.\n\n")
+        with open(os.path.join(args.out, "sensor_5x5_thm5.md"), "w") as fh:
+            fh.write(header + table + "\n")
+        print(header + table)
+        return
 
     # ---------------------------------------------------------------- width sweep (Fig. 3 left)
     models, sweep = {}, {}
@@ -316,45 +414,69 @@ def main():
                       for k, v in bound["per_eps"].items()), flush=True)
 
     # ---------------------------------------------------------------- composite algorithm (Step 2)
+    # D-hat = the model's own 95th-percentile deviation on held-out anchors, with the Theorem 6
+    # check mean ||D||^2 <= R(M) over (a subsample of) the training rows (statediff.deviation_bound).
     d95 = float(np.percentile(main_dev["deviation_norm"], 95))
-    d_hat = min(d95, bound["R_pool"])
+    r_idx = rng.choice(rows["tau"].shape[0], min(R_ROWS, rows["tau"].shape[0]), replace=False)
+    r_taus, r_states = rows["tau"][r_idx], rows["s"][r_idx]
+    dbound = tools["dev_bound"](params, dev_taus, dev_states, r_taus, r_states)
     na, ka = cfg["n_alg"], cfg["k_alg"]
     starts = jax.random.normal(jax.random.fold_in(key, 3), (na, ka, env.state_dim))
-    res = tools["algorithm"](2 * N_AGENTS, params, test_taus[:na], starts, d_hat)
+    res = tools["algorithm"](2 * N_AGENTS, params, test_taus[:na], starts, dbound)
     unfiltered = res.samples[:, 0]
     broken_params = sd.init_params(jax.random.fold_in(key, 4), model, test_taus.shape[-1])
-    res_b = tools["algorithm"](2 * N_AGENTS, broken_params, test_taus[:na], starts, d_hat)
+    dbound_b = tools["dev_bound"](broken_params, dev_taus, dev_states, r_taus, r_states)
+    res_b = tools["algorithm"](2 * N_AGENTS, broken_params, test_taus[:na], starts, dbound_b)
     # Inconsistent histories: agents 13..24 condition on another sample's observations.
     mixed = test_taus[:na].at[:, 13:].set(jnp.roll(test_taus[:na], 1, axis=0)[:, 13:])
-    res_m = tools["algorithm"](2 * N_AGENTS, params, mixed, starts, d_hat)
+    res_m = tools["algorithm"](2 * N_AGENTS, params, mixed, starts, dbound)
     acc = np.asarray(res.accepted)
     acc_samples = np.asarray(res.samples)[acc]
     acc_truth = np.repeat(np.asarray(test["s"][:na])[:, None], ka, 1)[acc]
+    per_sample = lambda r, dh: float(np.mean(np.asarray(r.stable) & (np.asarray(r.max_shift) < 2 * dh)))
     results["composite_algorithm"] = {
-        "d_hat": d_hat, "d_hat_p95_deviation": d95, "acceptance_rate": float(acc.mean()),
+        "d_hat": float(dbound.d_hat), "d_hat_p95_deviation": d95,
+        "theorem6": {"trained": {"mean_sq_deviation": float(dbound.mean_sq_deviation),
+                                 "R_M": float(dbound.r_bound), "bounded": bool(dbound.bounded)},
+                     "random_weights": {"mean_sq_deviation": float(dbound_b.mean_sq_deviation),
+                                        "R_M": float(dbound_b.r_bound), "bounded": bool(dbound_b.bounded),
+                                        "d_hat": float(dbound_b.d_hat)},
+                     "R_M_rows": len(r_idx)},
+        "acceptance_rate": float(acc.mean()),
         "stable_rate": float(np.asarray(res.stable).mean()),
         "psnr_filtered_estimate_db": float(sd.mean_psnr(res.estimate, test["s"][:na])),
         "psnr_accepted_samples_db": float(sd.mean_psnr(acc_samples, acc_truth)) if acc.any() else None,
         "psnr_all_samples_db": float(sd.mean_psnr(res.samples, test["s"][:na, None])),
         "psnr_unfiltered_k1_db": float(sd.mean_psnr(unfiltered, test["s"][:na])),
         "random_weights_acceptance_rate": float(res_b.acceptance_rate.mean()),
+        "random_weights_per_sample_checks_only": per_sample(res_b, float(dbound_b.d_hat)),
         "random_weights_max_shift_median": float(np.median(np.asarray(res_b.max_shift))),
         "mismatched_histories_acceptance_rate": float(res_m.acceptance_rate.mean()),
         "max_shift_median": float(np.median(np.asarray(res.max_shift))),
-        # Step 2 with other deviation bounds, from the same runs (accepted = stable & shift < 2 d).
+        # Per-sample conditions (1) and (2) alone with other deviation bounds, from the same runs.
         "acceptance_by_d_hat": {
-            f"{name}={d:.3f}": {label: float(np.mean(np.asarray(r.stable) & (np.asarray(r.max_shift) < 2 * d)))
-                                for label, r in (("trained", res), ("random_weights", res_b),
-                                                 ("mismatched_histories", res_m))}
-            for name, d in (("median_D", float(np.median(main_dev["deviation_norm"]))),
-                            ("p95_D", d95), ("R_pool", bound["R_pool"]))},
+            f"{name}={dh:.3f}": {label: per_sample(r, dh)
+                                 for label, r in (("trained", res), ("random_weights", res_b),
+                                                  ("mismatched_histories", res_m))}
+            for name, dh in (("median_D", float(np.median(main_dev["deviation_norm"]))),
+                             ("p95_D", d95), ("R_pool", bound["R_pool"]))},
         "num_states": na, "samples_per_state": ka,
     }
     print(f"  [{time.time() - t0:.0f}s] composite algorithm: acceptance {acc.mean():.2f} (random weights "
           f"{float(res_b.acceptance_rate.mean()):.2f}, mismatched histories "
-          f"{float(res_m.acceptance_rate.mean()):.2f}), PSNR accepted "
+          f"{float(res_m.acceptance_rate.mean()):.2f}); Theorem 6 mean ||D||^2 vs R(M): trained "
+          f"{float(dbound.mean_sq_deviation):.3f} / random {float(dbound_b.mean_sq_deviation):.3f} vs "
+          f"{float(dbound.r_bound):.3f}; PSNR accepted "
           f"{results['composite_algorithm']['psnr_accepted_samples_db']} vs all "
           f"{results['composite_algorithm']['psnr_all_samples_db']:.2f} dB", flush=True)
+
+    # ---------------------------------------------------------------- Theorem 5 (F16)
+    t5 = theorem5_block(tools, params, dev_taus[:n5], dev_states[:n5], thm5_key)
+    results["theorem5"] = t5
+    print(f"  [{time.time() - t0:.0f}s] Theorem 5: median rel. error " + " / ".join(
+        f"{t5['per_scale'][str(c)]['median_rel_error']:.4f}" for c in THM5_SCALES)
+        + f" at ||dtau|| = {' / '.join(map(str, THM5_SCALES))} (spec measured "
+        + " / ".join(str(THM5_SPEC[c]) for c in THM5_SCALES) + ")", flush=True)
 
     # ---------------------------------------------------------------- fixed points of one sample (Fig. 2 d-f)
     b = 0
@@ -534,6 +656,7 @@ def main():
 
     # ---------------------------------------------------------------- table next to the paper
     bq = bound["per_eps"]
+    th6 = results["composite_algorithm"]["theorem6"]
     rows_t = [
         ["composite PSNR, L=50 (dB)", f"{results['composite_psnr_db']:.2f}",
          "no 5x5 number; SMACv2 Table 1: composite > individual in 28/28 cells (+1.1..+3.1 dB test)",
@@ -572,17 +695,25 @@ def main():
         ["R(M) over the training pool", f"{bound['R_pool']:.3f}", "-", "1.894"],
         ["frac ||D|| <= R_eps (largest quantile eps)", f"{bq['q50']['frac_D_le_R17']:.2f}",
          "bound holds", ">= 0.95"],
+        ["Theorem 6 check, mean ||D||^2 vs R(M): trained / random weights",
+         (f"{th6['trained']['mean_sq_deviation']:.3f} / "
+          f"{th6['random_weights']['mean_sq_deviation']:.3f} vs {th6['trained']['R_M']:.3f}"),
+         "D_theta <= R(M) (Eq. 17)", "trained below, random above"],
         ["Step-2 acceptance: trained / random weights / mismatched histories",
          f"{results['composite_algorithm']['acceptance_rate']:.2f} / "
          f"{results['composite_algorithm']['random_weights_acceptance_rate']:.2f} / "
          f"{results['composite_algorithm']['mismatched_histories_acceptance_rate']:.2f}", "-",
          "- / most rejected / -"],
-        ["same with d_hat = median ||D|| (tighter)",
+        ["random weights, per-sample checks (1)+(2) only, its own D-hat",
+         f"{results['composite_algorithm']['random_weights_per_sample_checks_only']:.2f}", "-",
+         "why the Theorem 6 check is needed"],
+        ["per-sample checks only, d_hat = median ||D||: trained / random / mismatched",
          " / ".join(f"{v:.2f}" for v in next(iter(results["composite_algorithm"]["acceptance_by_d_hat"].values())).values()),
          "-", "-"],
         ["PSNR: accepted samples / all samples (Step 2)",
          f"{results['composite_algorithm']['psnr_accepted_samples_db'] or float('nan'):.2f} / "
          f"{results['composite_algorithm']['psnr_all_samples_db']:.2f}", "-", "accepted >= all"],
+        *theorem5_rows(t5),
     ]
     table = markdown_table(["quantity", "ours", "paper", "spec calibration"], rows_t)
     header = (f"# Sensor 5x5, two targets (paper 000, Figs. 2-4)\n\nScale: {results['scale']}; "

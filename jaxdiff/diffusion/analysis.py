@@ -78,8 +78,9 @@ def fixed_point_shift(
 
     def settle(t, y):
         g = lambda v: f(t, v)
-        y = iterate_map(g, y[None], flow_steps, 0.0)[0] if flow_steps else y[None]
-        y = newton_refine(g, y, newton_steps)[0] if newton_steps else y[0]
+        # A fixed-length scan (not iterate_map's while_loop): cheaper to compile under vmap.
+        y = jax.lax.scan(lambda v, _: (g(v), None), y, None, length=flow_steps)[0]
+        y = newton_refine(g, y[None], newton_steps)[0] if newton_steps else y
         return y, jnp.linalg.norm(g(y) - y)
 
     y0, res0 = settle(tau, y_star)

@@ -10,6 +10,7 @@ from jaxdiff.statediff.denoiser import (
     Denoiser,
     analytic_blind_denoiser,
     denoise_fn,
+    first_layer_blocks,
     init_params,
     num_params,
 )
@@ -54,10 +55,10 @@ from jaxdiff.statediff.train import (
 __all__ = [
     "CompositeResult", "Denoiser", "DeviationBound", "TrainHParams", "active_order",
     "aggregate_psnr", "analytic_blind_denoiser", "attractors", "composite_algorithm",
-    "composite_estimate", "converge", "denoise_fn", "deviation", "deviation_bound", "fit",
-    "individual_estimates", "init", "init_params", "jacobian_distances", "jacobian_ranks",
-    "local_regression_residual", "loss_fn", "make_hparams", "make_optimizer", "mean_psnr",
-    "num_params", "per_sample_errors", "psnr", "regression_residual",
-    "regression_residual_lstsq", "row_sampler", "span_rank", "spearman", "surrogate_bound",
-    "train", "train_step",
+    "composite_estimate", "converge", "denoise_fn", "deviation", "deviation_bound",
+    "first_layer_blocks", "fit", "individual_estimates", "init", "init_params",
+    "jacobian_distances", "jacobian_ranks", "local_regression_residual", "loss_fn",
+    "make_hparams", "make_optimizer", "mean_psnr", "num_params", "per_sample_errors", "psnr",
+    "regression_residual", "regression_residual_lstsq", "row_sampler", "span_rank", "spearman",
+    "surrogate_bound", "train", "train_step",
 ]

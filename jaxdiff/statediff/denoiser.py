@@ -62,6 +62,13 @@ def denoise_fn(model: Denoiser, params) -> DenoiseFn:
     return lambda tau, y: model.apply(params, tau, y)
 
 
+def first_layer_blocks(params, tau_dim: int) -> tuple[jax.Array, jax.Array]:
+    """Corollary 5.1's W_tau [W, tau_dim] and W_y [W, state_dim] of a `Denoiser`: its first
+    layer computes W_tau tau + W_y y + b (the kernel acts on the concatenation [tau; y])."""
+    kernel = params["params"]["Dense_0"]["kernel"]  # [tau_dim + state_dim, W]
+    return kernel[:tau_dim].T, kernel[tau_dim:].T
+
+
 def analytic_blind_denoiser(
     states: jax.Array,
     sigma_min: float = 0.01,
