@@ -46,3 +46,4 @@ __all__ = [
 ]
 from jaxdiff.envs import toys  # noqa: E402,F401  (registers coordination_game)
 from jaxdiff.envs import smax_tasks  # noqa: E402,F401  (registers smax_<race>_5v5)
+from jaxdiff.envs import sensor_grid  # noqa: E402,F401  (registers sensor_2x2_co, _nonco, sensor_5x5)

@@ -8,9 +8,10 @@ s in {0,1}^{n_areas} of occupied areas; agent i observes one bit per scanned are
 1 if a target is there and the sensor detects it. Detection can fail with a per-area
 probability, independently per sensor (the non-collectively-observable variant).
 
-These are data generators, not RL envs: `sample(key)` returns (s, obs), `encode(obs)` turns
+`SensorGrid` is a data generator: `sample(key)` returns (s, obs), `encode(obs)` turns
 observations into the conditioning vectors tau_i of the shared denoiser, everything is pure
-JAX and vmaps over keys. Because observations are conditionally independent given s, the
+JAX and vmaps over keys. `SensorGridEnv` wraps one as a registered reset/step env
+(`jaxdiff.envs.make("sensor_2x2_co" | "sensor_2x2_nonco" | "sensor_5x5")`, see its docstring). Because observations are conditionally independent given s, the
 posteriors p(s | o_i) and p(s | o_1..o_n) are enumerated exactly over all C(n_areas, k) states.
 
 Geometry [CHOICE, spec §5.1/5.2 and §7.6]:
@@ -46,8 +47,13 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import struct
+
+from jaxdiff.envs.base import Env, EnvSpec
+from jaxdiff.envs.registry import register
 
 ENCODINGS = ("raw", "area")
+OBS_ENCODINGS = ("reading", *ENCODINGS)
 
 
 @dataclass(frozen=True, eq=False)
@@ -274,3 +280,120 @@ def sensor_5x5(n_targets: int = 2, size: int = 5) -> SensorGrid:
         f"sensor_{size}x{size}", coverage, n_areas=n_areas, n_targets=n_targets,
         p_detect=np.ones(n_areas, np.float32),
     )
+
+
+# --------------------------------------------------------------------------- reset/step envs
+
+
+@struct.dataclass
+class SensorEnvState:
+    s: jax.Array  # f32[n_areas]: the k-hot target state, fixed for the episode
+    readings: jax.Array  # f32[n_agents, n_slots]: this step's observations o_i
+    t: jax.Array  # i32[]: steps taken in the episode
+
+
+class SensorGridEnv(Env):
+    """A `SensorGrid` as an env of the jaxdiff contract (`jaxdiff.envs.base`).
+
+    Agents are the sensors. An episode draws its targets once at reset (`SensorGrid.sample`,
+    the generator's own draw, so reset(key) gives exactly `grid.sample(key)`) and keeps them for
+    `max_steps` steps; every step re-observes them with fresh detection draws
+    (`grid.observe(key_obs, s)` with `key_obs = split(key)[0]`), which only changes anything in
+    the non-CO network. The episode then ends on the time limit (done for all agents,
+    `terminated` False) and the env auto-resets with `split(key)[1]`. max_steps = 1 gives the
+    paper's setting (H = 1, targets i.i.d. per sample); longer episodes give repeated looks at
+    one target, for history encoders with H > 1. [CHOICE] The paper's targets do not move;
+    target dynamics are not modelled.
+
+    Observation (obs_encoding): "reading" = o_i [n_slots] (what the sensor sees; the default,
+    as agent ids and action history are added by history encoders); "raw" = [onehot_n(i), o_i]
+    and "area" = [onehot_n(i), v_i], the conditioning vectors tau_i of `SensorGrid.encode`.
+    Global state: s, the k-hot target state the state-diffusion code reconstructs.
+    Actions [CHOICE]: the paper's sensors are passive (observations do not depend on actions,
+    and the scanning/tracking reward plays no part in state estimation), so the action space is
+    one discrete no-op per agent (act_dim 1, always available) and the reward is 0.
+    """
+
+    def __init__(self, grid: SensorGrid, name: str, max_steps: int, obs_encoding: str = "reading"):
+        if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
+            raise ValueError(f"invalid env option max_steps={max_steps!r}; allowed: a positive integer")
+        if obs_encoding not in OBS_ENCODINGS:
+            raise ValueError(
+                f"invalid env option obs_encoding={obs_encoding!r}; allowed: {', '.join(OBS_ENCODINGS)}"
+            )
+        self.grid = grid
+        self.obs_encoding = obs_encoding
+        n = grid.n_agents
+        obs_dim = grid.n_slots if obs_encoding == "reading" else grid.tau_dim(obs_encoding)
+        self.spec = EnvSpec(
+            name=name, n_agents=n, obs_dim=obs_dim, obs_sizes=(obs_dim,) * n, discrete=True,
+            act_dim=1, act_sizes=(1,) * n, action_low=0.0, action_high=0.0,
+            state_dim=grid.state_dim, max_steps=max_steps, shared_reward=True, has_win=False,
+        )
+
+    def observation(self, readings: jax.Array) -> jax.Array:
+        """readings [n_agents, n_slots] -> obs [n_agents, obs_dim] in this env's encoding."""
+        if self.obs_encoding == "reading":
+            return readings
+        return self.grid.encode(readings, self.obs_encoding)
+
+    def reset(self, key):
+        s, readings = self.grid.sample(key)
+        state = SensorEnvState(s=s, readings=readings, t=jnp.zeros((), jnp.int32))
+        return self.observation(readings), state
+
+    def step(self, key, state: SensorEnvState, actions):
+        # actions: int32[n_agents], all 0 (the no-op); they do not affect anything.
+        key_obs, key_reset = jax.random.split(key)
+        t = state.t + 1
+        ended = t >= self.spec.max_steps
+        cont = SensorEnvState(s=state.s, readings=self.grid.observe(key_obs, state.s), t=t)
+        _, fresh = self.reset(key_reset)
+        new_state = jax.tree.map(lambda a, b: jnp.where(ended, a, b), fresh, cont)
+        n = self.spec.n_agents
+        info = {"won": jnp.zeros((), jnp.float32), "terminated": jnp.zeros((), jnp.bool_)}
+        return (self.observation(new_state.readings), new_state, jnp.zeros((n,), jnp.float32),
+                jnp.full((n,), ended), info)
+
+    def global_state(self, state: SensorEnvState):
+        return state.s
+
+    def action_mask(self, state: SensorEnvState):
+        return jnp.ones((self.spec.n_agents, 1), jnp.bool_)
+
+
+def _check_probability(key: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"invalid env option {key}={value!r}; allowed: a number in [0, 1]")
+
+
+def sensor_2x2_co_env(*, max_steps: int = 5, obs_encoding: str = "reading") -> SensorGridEnv:
+    """The 2x2 network of Fig. 1, collectively observable (noiseless sensors)."""
+    return SensorGridEnv(sensor_2x2(True), "sensor_2x2_co", max_steps, obs_encoding)
+
+
+def sensor_2x2_nonco_env(
+    *, max_steps: int = 5, miss_prob: float = 0.5, obs_encoding: str = "reading"
+) -> SensorGridEnv:
+    """The 2x2 network, non-CO: a target in Area 1 or 2 is missed with probability miss_prob."""
+    _check_probability("miss_prob", miss_prob)
+    return SensorGridEnv(sensor_2x2(False, float(miss_prob)), "sensor_2x2_nonco", max_steps, obs_encoding)
+
+
+def sensor_5x5_env(
+    *, max_steps: int = 5, n_targets: int = 2, size: int = 5, obs_encoding: str = "reading"
+) -> SensorGridEnv:
+    """The size x size edge-lattice network of Figs. 2-4 (default 5x5, 40 areas, 2 targets)."""
+    if isinstance(size, bool) or not isinstance(size, int) or size < 2:
+        raise ValueError(f"invalid env option size={size!r}; allowed: an integer >= 2")
+    n_areas = 2 * size * (size - 1)
+    if isinstance(n_targets, bool) or not isinstance(n_targets, int) or not 1 <= n_targets <= n_areas:
+        raise ValueError(f"invalid env option n_targets={n_targets!r}; allowed: an integer in [1, {n_areas}]")
+    name = "sensor_5x5" if size == 5 else f"sensor_{size}x{size}"
+    return SensorGridEnv(sensor_5x5(n_targets, size), name, max_steps, obs_encoding)
+
+
+register("sensor_2x2_co", sensor_2x2_co_env)
+register("sensor_2x2", sensor_2x2_co_env)  # the name the design's public surface lists
+register("sensor_2x2_nonco", sensor_2x2_nonco_env)
+register("sensor_5x5", sensor_5x5_env)

@@ -1,13 +1,22 @@
-"""Sensor-network generators of spec-state-diffusion §5.1/5.2 (features F1, F2)."""
+"""Sensor-network generators of spec-state-diffusion §5.1/5.2 (features F1, F2), and the
+registered reset/step envs built on them (sensor_2x2_co, sensor_2x2_nonco, sensor_5x5)."""
 import itertools
+import pathlib
 
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import yaml
 
-from jaxdiff.envs.sensor_grid import SensorGrid, lattice_coverage, sensor_2x2, sensor_5x5
+from jaxdiff import envs
+from jaxdiff.envs.sensor_grid import (
+    SensorGrid,
+    lattice_coverage,
+    sensor_2x2,
+    sensor_5x5,
+)
 
 
 def brute_force_posterior(env: SensorGrid, agent: int, obs_i) -> np.ndarray:
@@ -133,3 +142,164 @@ def test_5x5_encodings():
     np.testing.assert_array_equal(rows["agent"], np.arange(25))
     with pytest.raises(ValueError, match="encoding"):
         env.encode(obs, "pixels")
+
+
+# ------------------------------------------------------------------ registered reset/step envs
+ENV_SHAPES = {  # name: (n_agents, obs_dim, state_dim, n_targets)
+    "sensor_2x2_co": (4, 2, 4, 1),
+    "sensor_2x2_nonco": (4, 2, 4, 1),
+    "sensor_5x5": (25, 4, 40, 2),
+}
+INFO_KEYS = {"returned_episode", "episode_return", "episode_length", "won", "terminated"}
+
+
+def noop(env):
+    return jnp.zeros((env.spec.n_agents,), jnp.int32)
+
+
+@pytest.mark.parametrize("name", sorted(ENV_SHAPES))
+def test_sensor_env_spec_and_shapes(name):
+    n, obs_dim, state_dim, _ = ENV_SHAPES[name]
+    env = envs.make(name)
+    spec = env.spec
+    assert (spec.name, spec.n_agents, spec.obs_dim, spec.state_dim) == (name, n, obs_dim, state_dim)
+    assert spec.discrete and spec.act_dim == 1 and spec.act_sizes == (1,) * n
+    assert spec.obs_sizes == (obs_dim,) * n and not spec.heterogeneous
+    assert spec.max_steps == 5 and spec.shared_reward and not spec.has_win
+    obs, state = env.reset(jax.random.key(0))
+    chex.assert_shape(obs, (n, obs_dim))
+    chex.assert_type(obs, jnp.float32)
+    chex.assert_shape(env.global_state(state), (state_dim,))
+    mask = env.action_mask(state)
+    chex.assert_shape(mask, (n, 1))
+    assert mask.dtype == jnp.bool_ and bool(mask.all())
+    obs, state, reward, done, info = env.step(jax.random.key(1), state, noop(env))
+    chex.assert_shape(obs, (n, obs_dim))
+    chex.assert_shape(reward, (n,))
+    chex.assert_shape(done, (n,))
+    assert done.dtype == jnp.bool_ and set(info) == INFO_KEYS
+    assert all(jnp.shape(v) == () for v in info.values())
+    np.testing.assert_array_equal(reward, np.zeros(n))
+
+
+@pytest.mark.parametrize("name", sorted(ENV_SHAPES))
+@pytest.mark.parametrize("encoding", ["reading", "raw", "area"])
+def test_sensor_env_reset_is_the_generators_sample(name, encoding):
+    env = envs.make(name, obs_encoding=encoding)
+    grid = env.grid
+    assert env.spec.obs_dim == (grid.n_slots if encoding == "reading" else grid.tau_dim(encoding))
+    for k in range(5):
+        key = jax.random.key(10 + k)
+        obs, state = env.reset(key)
+        s, readings = grid.sample(key)
+        np.testing.assert_array_equal(env.global_state(state), s)
+        expected = readings if encoding == "reading" else grid.encode(readings, encoding)
+        np.testing.assert_array_equal(obs, expected)
+
+
+def rollout(env, key, steps):
+    """Jitted rollout: per step (obs, global state, done, info, the step key)."""
+
+    def body(carry, k):
+        obs, state = carry
+        obs2, state2, _, done, info = env.step(k, state, noop(env))
+        return (obs2, state2), (obs, env.global_state(state), obs2, env.global_state(state2), done, info, k)
+
+    k0, k1 = jax.random.split(key)
+    init = env.reset(k0)
+    return jax.jit(lambda ks: jax.lax.scan(body, init, ks)[1])(jax.random.split(k1, steps))
+
+
+@pytest.mark.parametrize("name", sorted(ENV_SHAPES))
+def test_sensor_env_targets_fixed_per_episode_and_auto_reset(name):
+    env = envs.make(name, max_steps=3)
+    grid = env.grid
+    _, s, obs2, s2, done, info, keys = rollout(env, jax.random.key(3), 12)
+    done = np.asarray(done)
+    ended = done[:, 0]
+    assert (done == done[:, :1]).all()  # episode-level
+    np.testing.assert_array_equal(np.flatnonzero(ended), [2, 5, 8, 11])  # every 3 steps
+    ended_info = np.asarray(info["returned_episode"])
+    np.testing.assert_array_equal(ended_info, ended)
+    np.testing.assert_array_equal(np.asarray(info["episode_length"])[ended], 3)
+    np.testing.assert_array_equal(np.asarray(info["episode_return"]), 0.0)
+    assert not np.asarray(info["terminated"]).any() and not np.asarray(info["won"]).any()
+    for t in range(12):
+        key_obs, key_reset = jax.random.split(keys[t])
+        if ended[t]:  # auto-reset: the new episode is reset(key_reset)
+            r_obs, r_state = env.reset(key_reset)
+            np.testing.assert_array_equal(obs2[t], r_obs)
+            np.testing.assert_array_equal(s2[t], env.global_state(r_state))
+        else:  # same targets, fresh looks at them
+            np.testing.assert_array_equal(s2[t], s[t])
+            np.testing.assert_array_equal(obs2[t], grid.observe(key_obs, s[t]))
+
+
+@pytest.mark.parametrize("name", sorted(ENV_SHAPES))
+def test_sensor_env_observations_are_consistent_with_the_state(name):
+    # Independent of key plumbing: each reading is possible given the global state (exact
+    # likelihoods of the generator), and in the CO networks the joint posterior is the state.
+    env = envs.make(name, max_steps=2)
+    grid = env.grid
+    obs, s, *_ = rollout(env, jax.random.key(4), 64)
+    states = grid.states()
+    n_targets = ENV_SHAPES[name][3]
+    np.testing.assert_array_equal(np.asarray(s).sum(-1), n_targets)
+    lik = jax.jit(lambda o, st: jax.vmap(lambda i, oi: grid.log_likelihood(i, oi, st[None]))(
+        jnp.arange(grid.n_agents), o))
+    for t in range(0, 64, 4):
+        ll = lik(obs[t], s[t])
+        assert np.isfinite(np.asarray(ll)).all()
+        if grid.collectively_observable:
+            np.testing.assert_allclose(np.asarray(grid.joint_posterior(obs[t])) @ states, s[t], atol=1e-5)
+
+
+def test_sensor_env_state_frequencies_and_nonco_failures():
+    env = envs.make("sensor_2x2_nonco", max_steps=1)
+    obs, states = jax.jit(jax.vmap(env.reset))(jax.random.split(jax.random.key(5), 4000))
+    s = np.asarray(jax.vmap(env.global_state)(states))
+    np.testing.assert_allclose(s.mean(0), 0.25, atol=0.03)  # one target, uniform over 4 areas
+    # Target in Area 1: Agents 1 and 2 cover it and each misses it half the time.
+    in_1 = s[:, 0] == 1
+    seen = np.asarray(obs)[in_1][:, :2, 0]  # bit 0 of A1 and A2 is Area 1
+    np.testing.assert_allclose(seen.mean(0), 0.5, atol=0.06)
+
+
+@pytest.mark.parametrize("name", sorted(ENV_SHAPES))
+def test_sensor_env_jit_matches_no_jit(name):
+    env = envs.make(name)
+    key = jax.random.key(6)
+    obs, state = env.reset(key)
+    obs_j, state_j = jax.jit(env.reset)(key)
+    chex.assert_trees_all_equal((obs, state), (obs_j, state_j))
+    for k in range(6):  # through an auto-reset (max_steps 5)
+        step_key = jax.random.fold_in(key, k)
+        out = env.step(step_key, state, noop(env))
+        out_j = jax.jit(env.step)(step_key, state, noop(env))
+        chex.assert_trees_all_equal(out, out_j)
+        state = out[1]
+
+
+def test_sensor_env_options_and_registry_messages():
+    assert {"sensor_2x2_co", "sensor_2x2_nonco", "sensor_5x5"} <= set(envs.names())
+    with pytest.raises(envs.UnknownEnvError) as exc:
+        envs.make("nonexistent")
+    assert "sensor_2x2_co" in str(exc.value) and "sensor_5x5" in str(exc.value)
+    for name, kw, key in (("sensor_2x2_co", {"max_steps": 0}, "max_steps=0"),
+                          ("sensor_5x5", {"obs_encoding": "pixels"}, "obs_encoding='pixels'"),
+                          ("sensor_2x2_nonco", {"miss_prob": 1.5}, "miss_prob=1.5"),
+                          ("sensor_5x5", {"n_targets": 0}, "n_targets=0")):
+        with pytest.raises(ValueError) as exc:
+            envs.make(name, **kw)
+        assert key in str(exc.value) and "allowed" in str(exc.value)
+    # Options reach the generator: 3 targets on a 4x4 lattice, non-CO miss probability.
+    env = envs.make("sensor_5x5", n_targets=3, size=4)
+    assert (env.spec.n_agents, env.spec.state_dim) == (16, 24)
+    assert float(env.global_state(env.reset(jax.random.key(0))[1]).sum()) == 3.0
+    assert float(envs.make("sensor_2x2_nonco", miss_prob=0.2).grid.p_detect[0]) == pytest.approx(0.8)
+    # Hydra configs carry the factories' real defaults.
+    root = pathlib.Path(__file__).resolve().parents[2]
+    for name in ENV_SHAPES:
+        cfg = yaml.safe_load((root / "configs" / "env" / f"{name}.yaml").read_text())
+        assert cfg.pop("name") == name
+        assert cfg == envs.options(name)
