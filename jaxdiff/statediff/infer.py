@@ -127,6 +127,11 @@ def deviation_bound(
     mean ||D||^2 = Tr S_s + ||E s - c||^2 >= Tr S_s >= R(M), so it is never bounded, however
     self-consistent its flows are. (Fig. 2g plots ||D||_2 against R_eps; the squared form is the
     consistent one for a certificate, spec §7.12.)
+
+    Departure from the spec's CHOICE (§4.2: D-hat = min(95th percentile, R(M))): capping D-hat
+    at R(M) is what let a random-weight model through (its D-hat became the data constant R(M),
+    and its small re-denoise shifts pass 2 R(M)). Here D-hat is never capped; R(M) enters only
+    through `bounded`.
     """
     dev = jax.vmap(lambda t, s: deviation(f, t, s, max_steps)[0])(taus, states)
     norms = jnp.linalg.norm(dev, axis=-1)
