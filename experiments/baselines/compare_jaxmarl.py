@@ -25,6 +25,7 @@ import jax.numpy as jnp
 
 from jaxdiff import envs as envs_lib
 from jaxdiff.algos import base as algos
+from jaxdiff.run import runner
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -53,6 +54,13 @@ CASES = {
 def _load_jaxmarl(path: str, script: str):
     sys.modules.setdefault("wandb", types.SimpleNamespace(log=lambda *a, **k: None,
                                                           init=lambda *a, **k: None))
+    # JaxMARL's networks use flax's orthogonal initialiser; under vmap over seeds its batched
+    # LAPACK QR calls deadlock XLA:CPU's intra-op pool on a 2-core machine (observed: the
+    # 16-seed IPPO program never finishes). jaxdiff's initialiser returns the same matrices for
+    # the same key without LAPACK, so it is swapped in before the script binds the name.
+    import flax.linen.initializers as flax_init
+    from jaxdiff.nets.init import orthogonal
+    flax_init.orthogonal = orthogonal
     spec = importlib.util.spec_from_file_location("jaxmarl_baseline", os.path.join(path, script))
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
@@ -85,6 +93,12 @@ def run_case(name: str, jaxmarl_dir: str, updates: int, seeds: int) -> dict:
     train = mod.make_train(dict(jm_cfg))
     keys = jax.random.split(jax.random.PRNGKey(0), seeds)
     jm_compile, jm_wall = _time_program(jax.vmap(train), keys)
+    # jaxdiff's runner splits the seeds over the devices (one XLA host device per core on a
+    # CPU-only machine). JaxMARL's scripts run on one device; for a fair reading the same
+    # placement is also timed for JaxMARL's program ("JaxMARL + mesh").
+    sharding = runner.ensemble_sharding(seeds)
+    keys = runner.place(keys, sharding)
+    jm_mesh_wall = _time_program(jax.vmap(train), keys)[1] if sharding is not None else jm_wall
 
     algorithm = algos.get(algo)
     env = envs_lib.make(env_name)
@@ -100,8 +114,10 @@ def run_case(name: str, jaxmarl_dir: str, updates: int, seeds: int) -> dict:
     steps = per_update * updates * seeds
     row = dict(case=name, seeds=seeds, updates=updates, env_steps=steps,
                jaxmarl_compile_s=jm_compile, jaxdiff_compile_s=jd_compile,
+               devices=1 if sharding is None else sharding.mesh.size,
                jaxmarl_env_steps_per_s=steps / jm_wall, jaxdiff_env_steps_per_s=steps / jd_wall,
-               speedup=jm_wall / jd_wall)
+               jaxmarl_mesh_env_steps_per_s=steps / jm_mesh_wall,
+               speedup=jm_wall / jd_wall, speedup_vs_jaxmarl_mesh=jm_mesh_wall / jd_wall)
     return row
 
 
@@ -116,14 +132,17 @@ def main():
     if not os.path.isdir(os.path.join(args.jaxmarl, "baselines")):
         sys.exit(f"--jaxmarl {args.jaxmarl}: no baselines/ folder there; pass a JaxMARL checkout.")
     rows = []
-    print("| case | seeds | JaxMARL env-steps/s | jaxdiff env-steps/s | ratio | compile JaxMARL / jaxdiff s |")
-    print("|---|---|---|---|---|---|")
+    print("| case | seeds | devices | JaxMARL env-steps/s | JaxMARL + mesh | jaxdiff env-steps/s "
+          "| ratio | ratio vs JaxMARL + mesh | compile JaxMARL / jaxdiff s |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name in args.cases.split(","):
         for s in (int(x) for x in args.seeds.split(",")):
             r = run_case(name, args.jaxmarl, args.updates, s)
             rows.append(r)
-            print(f"| {name} | {s} | {r['jaxmarl_env_steps_per_s']:,.0f} | "
+            print(f"| {name} | {s} | {r['devices']} | {r['jaxmarl_env_steps_per_s']:,.0f} | "
+                  f"{r['jaxmarl_mesh_env_steps_per_s']:,.0f} | "
                   f"{r['jaxdiff_env_steps_per_s']:,.0f} | {r['speedup']:.2f} | "
+                  f"{r['speedup_vs_jaxmarl_mesh']:.2f} | "
                   f"{r['jaxmarl_compile_s']:.1f} / {r['jaxdiff_compile_s']:.1f} |", flush=True)
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "compare_jaxmarl.json"), "w") as f:

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 
 from jaxdiff import envs as envs_lib
 from jaxdiff.algos import base as algos
+from jaxdiff.run import runner
 
 # (algo, env, algo overrides, env kwargs). Presets = JaxMARL's baseline configs for the on-policy
 # rows and HARL's configs for the heterogeneous-agent rows.
@@ -52,7 +53,7 @@ def _overrides(algo: str, env: str, over) -> dict:
 
 
 def measure(algo: str, env_name: str, overrides: dict, seeds: int, *, min_time: float = 5.0,
-            iters_per_call: int = 1, env_kwargs: dict | None = None) -> dict:
+            iters_per_call: int = 1, env_kwargs: dict | None = None, shard: bool = True) -> dict:
     algorithm = algos.get(algo)
     env = envs_lib.make(env_name, **(env_kwargs or {}))
     config = algos.make_config(algorithm.Config, {**overrides, "total_steps": 10**7}
@@ -60,11 +61,17 @@ def measure(algo: str, env_name: str, overrides: dict, seeds: int, *, min_time: 
                                else overrides)
     keys = jax.random.split(jax.random.PRNGKey(0), seeds)
     hp = jax.tree.map(lambda x: jnp.stack([jnp.asarray(x)] * seeds), config)
-    state = jax.jit(jax.vmap(lambda k, c: algorithm.init(k, env, c)))(keys, hp)
+    # The runner's placement: members split over the devices (one per core on CPU).
+    sharding = runner.ensemble_sharding(seeds) if shard else None
+    state = runner.place(jax.jit(jax.vmap(lambda k, c: algorithm.init(k, env, c)))(keys, hp),
+                         sharding)
     step = algorithm.step(env, config)
-    chunk = lambda s: jax.lax.scan(lambda s, _: jax.vmap(step)(s), s, None, length=iters_per_call)
+    chunk = lambda s, _=None: jax.lax.scan(lambda s, _: jax.vmap(step)(s), s, None,
+                                           length=iters_per_call)
     t0 = time.perf_counter()
-    compiled = jax.jit(chunk, donate_argnums=0).lower(state).compile()
+    compiled = jax.jit(chunk, donate_argnums=0,
+                       out_shardings=runner.chunk_shardings(chunk, state, None, sharding)
+                       ).lower(state).compile()
     compile_s = time.perf_counter() - t0
     state, m = compiled(state)
     jax.block_until_ready(m)
@@ -78,6 +85,7 @@ def measure(algo: str, env_name: str, overrides: dict, seeds: int, *, min_time: 
         if elapsed >= min_time and calls >= 2:
             break
     return dict(algo=algo, env=env_name, seeds=seeds, compile_s=round(compile_s, 2),
+                devices=1 if sharding is None else sharding.mesh.size,
                 env_steps_per_s=per_call * calls / elapsed,
                 env_steps_per_s_per_seed=per_call * calls / elapsed / seeds,
                 wall_per_call_s=elapsed / calls)
@@ -94,14 +102,14 @@ def main(quick: str = "false", only: str = "", seeds: str = "", min_time: str = 
     rows = []
     os.makedirs(out, exist_ok=True)
     print(f"machine: {_machine()}, jax {jax.__version__}")
-    print("| algo | env | seeds | compile s | env-steps/s (all seeds) | per seed | x vs 1 seed "
-          "| x reference |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| algo | env | seeds | devices | compile s | env-steps/s (all seeds) | per seed "
+          "| x vs 1 seed | x reference |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for algo, env, over, env_kw in CASES:
         if only and only not in f"{algo}_{env}":
             continue
         if algo not in algos.names():
-            print(f"| {algo} | {env} | – | – | (algorithm not registered) | | | |")
+            print(f"| {algo} | {env} | – | – | – | (algorithm not registered) | | | |")
             continue
         base_rate, refs = None, REFERENCE.get((algo, env), {})
         for s in seed_list:
@@ -117,7 +125,7 @@ def main(quick: str = "false", only: str = "", seeds: str = "", min_time: str = 
             rows.append(r)
             xr = f"{r['x_reference']:.2f}" if ref else "–"
             print(f"| {algo} | {env}{'' if not env_kw else ' ' + str(env_kw)} | {s} | "
-                  f"{r['compile_s']:.1f} | {r['env_steps_per_s']:,.0f} | "
+                  f"{r['devices']} | {r['compile_s']:.1f} | {r['env_steps_per_s']:,.0f} | "
                   f"{r['env_steps_per_s_per_seed']:,.0f} | {r['speedup_vs_1_seed']:.2f} | {xr} |",
                   flush=True)
     if rows:   # a filter that matched no throughput case leaves the last table in place

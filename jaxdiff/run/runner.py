@@ -93,6 +93,45 @@ def prepare(spec: RunSpec):
     return algorithm, env, base, configs
 
 
+def ensemble_sharding(n_members: int):
+    """Split the leading ensemble axis over the default backend's devices: a NamedSharding over
+    the largest device count that divides `n_members` (None with one device). On a CPU-only
+    machine `import jaxdiff` exposes one XLA host device per core, so the members of a run
+    execute on all cores at once; on GPUs this is data parallelism over members."""
+    devices = jax.devices()
+    k = max(d for d in range(1, min(len(devices), n_members) + 1) if n_members % d == 0)
+    if k == 1:
+        return None
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+    return NamedSharding(Mesh(np.array(devices[:k]), ("ensemble",)), PartitionSpec("ensemble"))
+
+
+def place(tree, sharding):
+    """Put an ensemble-leading pytree on `sharding` (a no-op for None)."""
+    return tree if sharding is None else jax.device_put(tree, sharding)
+
+
+def replicate(tree, sharding):
+    """Put a member-independent pytree (a dataset) on every device of `sharding`'s mesh."""
+    if sharding is None or tree is None:
+        return tree
+    from jax.sharding import NamedSharding, PartitionSpec
+    return jax.device_put(tree, NamedSharding(sharding.mesh, PartitionSpec()))
+
+
+def chunk_shardings(chunk, state, data, sharding):
+    """Output shardings of a chunk (state, metrics[K, M, ...]): every state leaf stays split on
+    the ensemble axis (a leaf XLA would otherwise replicate, e.g. a constant, must not change
+    sharding between chunks), metrics on their second axis. None without a mesh."""
+    if sharding is None:
+        return None
+    from jax.sharding import NamedSharding, PartitionSpec
+    out_state, out_metrics = jax.eval_shape(chunk, state, data)
+    per_iter = NamedSharding(sharding.mesh, PartitionSpec(None, "ensemble"))
+    return (jax.tree.map(lambda _: sharding, out_state),
+            jax.tree.map(lambda _: per_iter, out_metrics))
+
+
 def _stack(trees):
     return jax.tree.map(lambda *xs: jnp.stack([jnp.asarray(x) for x in xs]), *trees)
 
@@ -255,6 +294,8 @@ def train(spec: RunSpec, run_dir: str, *, progress: bool = True, tensorboard: bo
     n_chunks = math.ceil(total_iters / K)
 
     step_fn, evaluate_one, data = _step_and_eval(algorithm, env, base, spec.eval_episodes)
+    sharding = ensemble_sharding(len(members))
+    keys, hp, data = place(keys, sharding), place(hp, sharding), replicate(data, sharding)
 
     def chunk(state, data):
         return jax.lax.scan(lambda s, _: jax.vmap(step_fn, in_axes=(0, None))(s, data), state,
@@ -269,16 +310,19 @@ def train(spec: RunSpec, run_dir: str, *, progress: bool = True, tensorboard: bo
     restored = ckpt.restore_latest(abstract)
     metrics_path = os.path.join(run_dir, "metrics.jsonl")
     if restored is None:
-        start, state = 0, init_fn(keys, hp)
+        start, state = 0, place(init_fn(keys, hp), sharding)
         if os.path.exists(metrics_path):
             os.remove(metrics_path)
     else:
         done_chunk, state, _ = restored
+        state = place(state, sharding)
         start = done_chunk
         runlog.truncate_jsonl(metrics_path, done_chunk - 1)
 
     t0 = time.perf_counter()
-    compiled = jax.jit(chunk, donate_argnums=0).lower(state, data).compile()
+    compiled = jax.jit(chunk, donate_argnums=0,
+                       out_shardings=chunk_shardings(chunk, state, data, sharding)
+                       ).lower(state, data).compile()
     compile_s = time.perf_counter() - t0
     eval_key = jax.random.fold_in(root, 10_000_019)
 
