@@ -142,14 +142,14 @@ def _last_chunk(run_dir: str) -> dict:
 
 def write(rows: list[dict], out: str, quick: bool) -> None:
     lines = ["# Baselines: jaxdiff next to the reference numbers (JaxMARL, HARL, HAQO paper)", "",
-             f"Scale: {'--quick (smoke budgets)' if quick else 'CPU budgets (column 3)'}; 3 seeds each,"
-             " mean ± std over seeds of the final deterministic evaluation (32 episodes per seed, 8 on MABrax);"
+             f"Scale: {'--quick (smoke budgets)' if quick else 'CPU budgets (column 3)'}; seeds per"
+             " row in column 3 (3, or 4 where the run was split over the 2 cores), mean ± std over seeds of the final deterministic evaluation (32 episodes per seed, 8 on MABrax);"
              " CPU (2 cores).", "",
              "Train columns: training-rollout episodes of the last chunk (what JaxMARL's scripts"
              " log), mean over seeds.", "",
-             "| case | env steps/seed | final eval return | eval win rate | train return | "
+             "| case | env steps/seed | seeds | final eval return | eval win rate | train return | "
              "train win rate | random policy | reference |",
-             "|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         f = r["final"]
         win = f"{f['win_rate_mean']:.2f}" if "win_rate_mean" in f else "–"
@@ -159,7 +159,7 @@ def write(rows: list[dict], out: str, quick: bool) -> None:
         tr = f"{last['train_return']:.2f}" if "train_return" in last else "–"
         twin = f"{last['train_win_rate']:.2f}" if "win_rate_mean" in f else "–"
         case = r["case"] + "".join(f" ({v})" for v in r.get("env_kwargs", {}).values())
-        lines.append(f"| {case} | {r['steps']:,} | {f['return_mean']:.2f} ± "
+        lines.append(f"| {case} | {r['steps']:,} | {r.get('seeds', 3)} | {f['return_mean']:.2f} ± "
                      f"{f['return_std']:.2f} | {win} | {tr} | {twin} | {rnd} | {r['reference']} |")
     lines += ["", "## Notes", ""] + [f"- {n}" for n in NOTES]
     text = "\n".join(lines) + "\n"
@@ -181,6 +181,8 @@ def main():
     ap.add_argument("--full", action="store_true", help="the papers' budgets (1e7; for a GPU)")
     ap.add_argument("--only", default="", help="substring filter on case names")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
+    ap.add_argument("--seeds", type=int, default=3,
+                    help="seeds per case (an even count runs on both cores of a 2-core machine)")
     ap.add_argument("--table-only", action="store_true", help="rewrite the table from the JSON")
     args = ap.parse_args()
     if args.table_only:
@@ -189,7 +191,7 @@ def main():
         return
     os.makedirs(args.out, exist_ok=True)
     names = [n for n in CASES if any(o in n for o in args.only.split(","))]
-    rows = [run(n, args.quick, args.out, full=args.full) for n in names]
+    rows = [run(n, args.quick, args.out, seeds=args.seeds, full=args.full) for n in names]
     # Keep earlier cases' rows (runs of other --only filters) in the same table.
     path = os.path.join(args.out, "learning.json")
     if os.path.exists(path):
