@@ -84,13 +84,25 @@ def run_case(name: str, jaxmarl_dir: str, updates: int, seeds: int) -> dict:
     script, cfg_path, algo, env_name, over = CASES[name]
     with open(os.path.join(jaxmarl_dir, cfg_path)) as f:
         jm_cfg = yaml.safe_load(f)
+    # JaxMARL loads its yaml with OmegaConf, which reads "2e-6" as a float; PyYAML keeps a str.
+    for k, v in jm_cfg.items():
+        if isinstance(v, str):
+            try:
+                jm_cfg[k] = float(v)
+            except ValueError:
+                pass
     if name.startswith("mappo_rnn_smax"):
         jm_cfg["MAP_NAME"] = "3m"
     per_update = jm_cfg["NUM_ENVS"] * jm_cfg["NUM_STEPS"]
     jm_cfg["TOTAL_TIMESTEPS"] = per_update * updates
     jm_cfg["NUM_SEEDS"] = seeds
     mod = _load_jaxmarl(jaxmarl_dir, script)
-    train = mod.make_train(dict(jm_cfg))
+    import inspect
+    if "rng_init" in inspect.signature(mod.make_train).parameters:
+        # the MABrax script initialises the network outside `train` (shared by its seeds)
+        train = mod.make_train(dict(jm_cfg), jax.random.PRNGKey(1))
+    else:
+        train = mod.make_train(dict(jm_cfg))
     keys = jax.random.split(jax.random.PRNGKey(0), seeds)
     jm_compile, jm_wall = _time_program(jax.vmap(train), keys)
     # jaxdiff's runner splits the seeds over the devices (one XLA host device per core on a
