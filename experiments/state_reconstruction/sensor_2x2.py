@@ -13,7 +13,10 @@ learned model and for the analytic optimal blind denoiser (no approximation erro
 * composite diffusion over all 24 agent orders x 4 target positions from N(0, I) starts,
   L = 2n = 8 iterations: the fraction that ends within 0.1 of the true state (paper: all),
   next to individual diffusion; partial composites {A3} and {A3, A4}; the non-CO composite
-  from all-00 histories; the composite algorithm's Step-2 acceptance rate;
+  from all-00 histories; the composite algorithm (Step 1 + Step 2) with D-hat from
+  `statediff.deviation_bound` (95th percentile of ||D|| on held-out pairs, Theorem 6 check
+  mean ||D||^2 <= R(M) over the training rows): certified flag and acceptance rate, next to
+  a random-weight model of the same architecture (must not be certified);
 * how close the learned denoiser is to the analytic one (F8) and the deviations D (Def. 4).
 
 Figure 1 (results/sensor_2x2.png): quiver plots of f(tau_i, y) - y over (y_1, y_2) with
@@ -52,8 +55,10 @@ MIN_BASIN = 0.01  # attractors catching < 1% of the starts are reported but not 
 
 def settings(quick: bool) -> dict:
     if quick:
-        return dict(steps=2500, lr=3e-3, starts=1024, comp_starts=250, nonco_starts=1000)
-    return dict(steps=8000, lr=1e-3, starts=2048, comp_starts=1000, nonco_starts=4000)
+        return dict(steps=2500, lr=3e-3, starts=1024, comp_starts=250, nonco_starts=1000,
+                    held_out=500, alg_starts=64)
+    return dict(steps=8000, lr=1e-3, starts=2048, comp_starts=1000, nonco_starts=4000,
+                held_out=2000, alg_starts=256)
 
 
 def log_posteriors(env, obs):
@@ -166,7 +171,7 @@ def main():
 
     results = {"scale": "quick" if args.quick else "full", "seed": args.seed,
                "samples": args.samples, **cfg}
-    models = {}
+    models, train_rows = {}, {}
     for variant, co in (("co", True), ("nonco", False)):
         env = sensor_2x2(co)
         k_data, k_fit, key = jax.random.split(key, 3)
@@ -174,6 +179,7 @@ def main():
         model, params, info = train_model(k_fit, rows, state_dim=4, width=args.width,
                                           steps=cfg["steps"], lr=cfg["lr"], label=variant)
         models[variant] = (env, model, params, info)
+        train_rows[variant] = rows
 
     model = models["co"][1]
     f_of = lambda p: sd.denoise_fn(model, p)
@@ -267,17 +273,53 @@ def main():
                          for a in range(4)}
     results["co"]["partial_composite"] = partial
 
-    # Composite algorithm (Step 1 + Step 2) with d_hat = 95th percentile of training deviations.
-    d_hat = float(np.percentile(results["co"]["deviation_norm"], 95))
-    alg = jax.jit(lambda p, taus, s: sd.composite_algorithm(f_of(p), taus, s, num_steps=8, d_hat=d_hat))
-    acc, est_err = [], []
-    for target in range(4):
-        taus = enc(env_co.observe(jax.random.key(target), jnp.asarray(STATES[target])))
-        r = alg(p_co, taus, jax.random.normal(jax.random.fold_in(key, 20 + target), (64, 4)))
-        acc.append(float(r.acceptance_rate))
-        est_err.append(float(jnp.linalg.norm(r.estimate - STATES[target])))
-    results["co"]["composite_algorithm"] = {"d_hat": d_hat, "acceptance_rate_per_target": acc,
-                                            "estimate_error_per_target": np.round(est_err, 4)}
+    # Composite algorithm (Step 1 + Step 2). D-hat comes from statediff.deviation_bound: the
+    # 95th percentile of the model's ||D|| on held-out (tau_i, s) pairs (fresh samples, never
+    # trained on), with the Theorem 6 check mean ||D||^2 <= R(M) over the training rows; a model
+    # that fails it is not certified and the algorithm accepts nothing. A random-weight model of
+    # the same architecture is run through the same checks as the negative control.
+    held = env_co.rows(env_co.sample_dataset(jax.random.fold_in(key, 30), cfg["held_out"]), "raw")
+    bound_jit = jax.jit(lambda p, t, s, tt, ts: sd.deviation_bound(f_of(p), t, s, train_taus=tt,
+                                                                    train_states=ts))
+    bound_fn = lambda p: bound_jit(p, held["tau"], held["s"], train_rows["co"]["tau"],
+                                   train_rows["co"]["s"])
+    alg = jax.jit(lambda p, taus, s, b: sd.composite_algorithm(f_of(p), taus, s, num_steps=2 * N_AGENTS,
+                                                               d_hat=b))
+    random_params = sd.init_params(jax.random.fold_in(key, 31), model, held["tau"].shape[-1])
+
+    def run_algorithm(p):
+        b = bound_fn(p)
+        acc, checks_only, stable, est_err = [], [], [], []
+        for target in range(4):
+            taus = enc(env_co.observe(jax.random.key(target), jnp.asarray(STATES[target])))
+            r = alg(p, taus, jax.random.normal(jax.random.fold_in(key, 20 + target), (cfg["alg_starts"], 4)), b)
+            acc.append(float(r.acceptance_rate))
+            # Conditions (1) and (2) alone, without the Theorem 6 certificate.
+            checks_only.append(float(jnp.mean(r.stable & (r.max_shift < 2.0 * r.d_hat))))
+            stable.append(float(jnp.mean(r.stable)))
+            est_err.append(float(jnp.linalg.norm(r.estimate - STATES[target])))
+        return {
+            "d_hat": float(b.d_hat), "d_hat_quantile": 0.95,
+            "mean_sq_deviation": float(b.mean_sq_deviation), "R_M": float(b.r_bound),
+            "certified": bool(b.bounded),
+            "acceptance_rate": float(np.mean(acc)), "acceptance_rate_per_target": np.round(acc, 4),
+            "per_sample_checks_only_rate": float(np.mean(checks_only)),
+            "stable_rate": float(np.mean(stable)),
+            "estimate_error_per_target": np.round(est_err, 4),
+            "held_out_deviation_norm_median": float(np.median(np.asarray(b.deviation_norms))),
+        }
+
+    algo = run_algorithm(p_co)
+    algo["random_weights"] = run_algorithm(random_params)
+    algo.update({"held_out_rows": int(held["tau"].shape[0]),
+                 "R_M_rows": int(train_rows["co"]["tau"].shape[0]),
+                 "starts_per_target": cfg["alg_starts"], "num_steps": 2 * N_AGENTS})
+    results["co"]["composite_algorithm"] = algo
+    print(f"  composite algorithm: D-hat {algo['d_hat']:.4f}, mean ||D||^2 {algo['mean_sq_deviation']:.4f} "
+          f"vs R(M) {algo['R_M']:.4f} -> certified {algo['certified']}, acceptance "
+          f"{algo['acceptance_rate']:.3f}; random weights: certified {algo['random_weights']['certified']}, "
+          f"acceptance {algo['random_weights']['acceptance_rate']:.3f} (checks alone "
+          f"{algo['random_weights']['per_sample_checks_only_rate']:.3f})", flush=True)
 
     # Non-CO composite from all-00 histories (Cor. 7.1).
     env_n, _, p_n, _ = models["nonco"]
@@ -296,6 +338,8 @@ def main():
     results["attractors_per_agent_paper"] = [1, 1, 2, 2]
     results["composite_success_rate"] = comp["composite_success_rate"]
     results["individual_success_rate"] = comp["individual_success_rate"]
+    results["composite_algorithm_certified"] = algo["certified"]
+    results["composite_algorithm_acceptance_rate"] = algo["acceptance_rate"]
     results["basin_fractions_vs_posterior"] = {
         v: [{"agent": i + 1, "basin_mass_per_state": a["basin_mass_per_state"], "posterior": a["posterior"]}
             for i, a in enumerate(results[v]["agents"])] for v in ("co", "nonco")}
@@ -344,6 +388,18 @@ def main():
          f"{comp_exact['composite_success_rate']:.4f}", "all"],
         ["individual success (same starts, L=8)", f"{comp['individual_success_rate']:.4f}",
          f"{comp_exact['individual_success_rate']:.4f}", "A3, A4 split"],
+        ["composite algorithm: D-hat = p95 of held-out ||D||", f"{algo['d_hat']:.4f}", "-",
+         "2 D_theta threshold"],
+        ["Theorem 6 check, mean ||D||^2 <= R(M): trained / random weights",
+         f"{algo['mean_sq_deviation']:.4f} ({'certified' if algo['certified'] else 'not certified'}) / "
+         f"{algo['random_weights']['mean_sq_deviation']:.4f} "
+         f"({'certified' if algo['random_weights']['certified'] else 'not certified'}); "
+         f"R(M) {algo['R_M']:.4f}", "-", "D_theta <= R(M) (Eq. 17)"],
+        ["Step-2 acceptance (trained / random weights; random with checks (1)+(2) alone)",
+         f"{algo['acceptance_rate']:.3f} / {algo['random_weights']['acceptance_rate']:.3f}; "
+         f"{algo['random_weights']['per_sample_checks_only_rate']:.3f}", "-", "-"],
+        ["composite algorithm estimate error, max over 4 targets",
+         f"{max(algo['estimate_error_per_target']):.4f}", "-", "<= max_i D_theta (Thm 7)"],
         ["non-CO composite, all 00: Area 1 / Area 2",
          f"{nonco['learned']['area1']:.2f} / {nonco['learned']['area2']:.2f}",
          f"{nonco['exact_denoiser']['area1']:.2f} / {nonco['exact_denoiser']['area2']:.2f}",

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 
 import jax
@@ -56,9 +57,14 @@ def write_json(path, payload):
     print(f"wrote {path}")
 
 
+def _cell(value) -> str:
+    # A bare "|" (as in ||D||) ends a Markdown table cell; escape the ones not escaped yet.
+    return re.sub(r"(?<!\\)\|", r"\\|", str(value))
+
+
 def markdown_table(header, rows) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    lines = ["| " + " | ".join(_cell(c) for c in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
 
 
