@@ -25,7 +25,7 @@ import jax.numpy as jnp
 
 from jaxdiff import envs as envs_lib
 from jaxdiff.algos import base as algos
-from jaxdiff.run import runner
+from jaxdiff.run import parallel, runner
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -117,16 +117,22 @@ def run_case(name: str, jaxmarl_dir: str, updates: int, seeds: int) -> dict:
     config = algos.make_config(algorithm.Config, dict(over, total_steps=per_update * updates))
     hp = jax.tree.map(lambda x: jnp.stack([jnp.asarray(x)] * seeds), config)
     step = algorithm.step(env, config)
+    # Our runner's placement: seeds over devices, and a lone seed's envs over idle devices
+    # where the env asks for it (MABrax; `runner.member_sharding`).
+    ours_sharding = runner.member_sharding(algorithm, env, config, seeds)
+    chunk = runner.make_chunk(lambda s, _: step(s), updates, ours_sharding)
 
     def ours(k):
         state = jax.vmap(lambda kk, c: algorithm.init(kk, env, c))(k, hp)
-        return jax.lax.scan(lambda s, _: jax.vmap(step)(s), state, None, length=updates)[1]
+        return chunk(state, None)[1]
 
-    jd_compile, jd_wall = _time_program(ours, keys)
+    with parallel.env_parallel(None if ours_sharding is None else ours_sharding.mesh):
+        jd_compile, jd_wall = _time_program(ours, runner.place(keys, ours_sharding))
     steps = per_update * updates * seeds
     row = dict(case=name, seeds=seeds, updates=updates, env_steps=steps,
                jaxmarl_compile_s=jm_compile, jaxdiff_compile_s=jd_compile,
                devices=1 if sharding is None else sharding.mesh.size,
+               jaxdiff_devices=1 if ours_sharding is None else ours_sharding.mesh.size,
                jaxmarl_env_steps_per_s=steps / jm_wall, jaxdiff_env_steps_per_s=steps / jd_wall,
                jaxmarl_mesh_env_steps_per_s=steps / jm_mesh_wall,
                speedup=jm_wall / jd_wall, speedup_vs_jaxmarl_mesh=jm_mesh_wall / jd_wall)
@@ -144,14 +150,15 @@ def main():
     if not os.path.isdir(os.path.join(args.jaxmarl, "baselines")):
         sys.exit(f"--jaxmarl {args.jaxmarl}: no baselines/ folder there; pass a JaxMARL checkout.")
     rows = []
-    print("| case | seeds | devices | JaxMARL env-steps/s | JaxMARL + mesh | jaxdiff env-steps/s "
+    print("| case | seeds | devices (mesh / jaxdiff) | JaxMARL env-steps/s | JaxMARL + mesh | jaxdiff env-steps/s "
           "| ratio | ratio vs JaxMARL + mesh | compile JaxMARL / jaxdiff s |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name in args.cases.split(","):
         for s in (int(x) for x in args.seeds.split(",")):
             r = run_case(name, args.jaxmarl, args.updates, s)
             rows.append(r)
-            print(f"| {name} | {s} | {r['devices']} | {r['jaxmarl_env_steps_per_s']:,.0f} | "
+            print(f"| {name} | {s} | {r['devices']} / {r['jaxdiff_devices']} | "
+                  f"{r['jaxmarl_env_steps_per_s']:,.0f} | "
                   f"{r['jaxmarl_mesh_env_steps_per_s']:,.0f} | "
                   f"{r['jaxdiff_env_steps_per_s']:,.0f} | {r['speedup']:.2f} | "
                   f"{r['speedup_vs_jaxmarl_mesh']:.2f} | "

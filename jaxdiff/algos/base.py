@@ -137,6 +137,10 @@ class Algorithm:
     # function (`step(env, config)(state, data)`) and to `evaluate(...)(state, key, data)`.
     # Large arrays must come in this way: closed over, jit would embed them in the program.
     data: Callable | None = None
+    # Optional: (config, env) -> size of the env axis the step can split over devices (its
+    # env-batched arrays pass through `jaxdiff.run.parallel.shard_envs`). The runner uses it when
+    # an ensemble has fewer members than devices (one seed on a multi-core CPU or multi-GPU host).
+    env_split: Callable | None = None
 
 
 _REGISTRY: dict[str, Algorithm] = {}

@@ -31,5 +31,6 @@ def step(env, config: Config):
 
 register("haa2c", Algorithm(
     "haa2c", Config, init, step, mappo.act, mappo.init_carry, mappo.env_steps_per_iter,
+    env_split=sequential.env_split,
     doc="HAA2C: sequential per-agent advantage actor-critic with the M advantage factor, "
         "per-agent actors, centralised critic, FF/GRU, discrete+continuous"))

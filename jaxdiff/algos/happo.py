@@ -62,5 +62,6 @@ def step(env, config: Config):
 
 register("happo", Algorithm(
     "happo", Config, init, step, mappo.act, mappo.init_carry, mappo.env_steps_per_iter,
+    env_split=sequential.env_split,
     doc="HAPPO: sequential per-agent clipped PPO with the M advantage factor, per-agent actors, "
         "centralised critic, FF/GRU, discrete+continuous"))

@@ -125,6 +125,7 @@ def step(env, config: Config):
 
 register("hatrpo", Algorithm(
     "hatrpo", Config, init, step, mappo.act, mappo.init_carry, mappo.env_steps_per_iter,
+    env_split=sequential.env_split,
     doc="HATRPO: sequential per-agent natural-gradient steps (CG on exact-KL Fisher products, "
         "KL-bounded backtracking line search) with the M advantage factor, per-agent actors, "
         "centralised critic, FF/GRU, discrete+continuous"))

@@ -24,6 +24,7 @@ from jaxdiff.algos.base import Algorithm, ConfigError, dynamic, register, static
 from jaxdiff.nets import distributions as D
 from jaxdiff.nets.agents import apply_agents, init_agents, with_agent_id
 from jaxdiff.nets.mlp import ACTIVATIONS, Torso, dense
+from jaxdiff.run.parallel import shard_envs
 
 
 # ----------------------------------------------------------------------------- config
@@ -226,6 +227,10 @@ def rollout_fn(env, config, p, actor_shared: bool, critic_shared: bool):
         return apply_agents(p.critic, params, critic_shared, carry, x, reset, agent_axis=1)
 
     def env_step(state, _):
+        # env-batched fields may live split over devices (jaxdiff.run.parallel)
+        state = state.replace(**shard_envs(dict(
+            env_state=state.env_state, obs=state.obs, done=state.done,
+            actor_carry=state.actor_carry, critic_carry=state.critic_carry)))
         key, k_act, k_env = jax.random.split(state.key, 3)
         mask = jax.vmap(env.action_mask)(state.env_state)
         gstate = jax.vmap(env.global_state)(state.env_state)
@@ -239,8 +244,8 @@ def rollout_fn(env, config, p, actor_shared: bool, critic_shared: bool):
         action, logp = _sample(p, k_act, _dist(p, out, mask))
         keys = jax.random.split(k_env, config.num_envs)
         obs, env_state, reward, done, info = jax.vmap(env.step)(keys, state.env_state, action)
-        tr = dict(a_x=a_x, c_x=c_x, mask=mask, reset=state.done, action=action, logp=logp,
-                  value=value, reward=reward, done=done, info=info)
+        tr = shard_envs(dict(a_x=a_x, c_x=c_x, mask=mask, reset=state.done, action=action,
+                             logp=logp, value=value, reward=reward, done=done, info=info))
         state = state.replace(env_state=env_state, obs=obs, done=done, actor_carry=a_carry,
                               critic_carry=c_carry, key=key)
         return state, tr
@@ -248,12 +253,12 @@ def rollout_fn(env, config, p, actor_shared: bool, critic_shared: bool):
     def collect(state):
         state, tr = jax.lax.scan(env_step, state, None, config.num_steps)
         hp = state.hp
-        if not config.recurrent:   # one [T*E, n] batch: fewer, larger matmuls than per step
-            T, E = tr["c_x"].shape[:2]
-            flat = tr["c_x"].reshape((T * E,) + tr["c_x"].shape[2:])
+        if not config.recurrent:   # one [E*T, n] batch: fewer, larger matmuls than per step
+            T, E = tr["c_x"].shape[:2]   # env-major, so a split env axis stays contiguous
+            flat = shard_envs(jnp.swapaxes(tr["c_x"], 0, 1).reshape((E * T,) + tr["c_x"].shape[2:]))
             _, v = critic_apply(state.critic, jnp.zeros(flat.shape[:2] + (config.hidden,)),
                                 flat, jnp.zeros(flat.shape[:2], bool))
-            tr = dict(tr, value=v.reshape((T, E) + v.shape[1:]))
+            tr = dict(tr, value=jnp.swapaxes(v.reshape((E, T) + v.shape[1:]), 0, 1))
         # Bootstrap from the state after the rollout.
         gstate = jax.vmap(env.global_state)(state.env_state)
         c_x = _critic_in(config, state.obs, gstate, 1, n)
@@ -274,26 +279,48 @@ def minibatches(config, key, batch):
     """Shuffle and split into num_minibatches; returns leaves [M, T', B', ...].
 
     batch leaves are [T, E, ...] except the initial carries `ca0`/`cc0` ([E, ...]); the trailing
-    dims are free, so per-agent slices (no agent axis) split the same way."""
-    M = config.num_minibatches
+    dims are free, so per-agent slices (no agent axis) split the same way.
+
+    The split is stratified by env, so that no sample crosses the env axis and a run whose envs
+    are split over devices (`jaxdiff.run.parallel`) shuffles locally, whatever the device count:
+    feed-forward minibatch m holds, for every env, T/M of its time steps drawn by that env's own
+    random permutation; recurrent minibatch m holds whole sequences, one env from every block of
+    M consecutive envs (a random position per block). (Without M | T the feed-forward split falls
+    back to one permutation of all T*E samples.)"""
+    M, T, E = config.num_minibatches, config.num_steps, config.num_envs
     carries = [k for k in ("ca0", "cc0") if k in batch]
     if config.recurrent:   # keep whole sequences: split the env axis
-        perm = jax.random.permutation(key, config.num_envs)
-        def split(x, axis):
-            x = jnp.take(x, perm, axis=axis)
-            x = x.reshape(x.shape[:axis] + (M, -1) + x.shape[axis + 1:])
-            return jnp.moveaxis(x, axis, 0)
+        pos = jax.vmap(lambda k: jax.random.permutation(k, M))(jax.random.split(key, E // M))
+        def split(x, axis):   # env axis at `axis` -> [M, ..., E/M, ...]
+            x = x.reshape(x.shape[:axis] + (E // M, M) + x.shape[axis + 1:])
+            idx = pos.reshape((1,) * axis + (E // M, M) + (1,) * (x.ndim - axis - 2))
+            x = jnp.take_along_axis(x, idx, axis=axis + 1)
+            return shard_envs(jnp.moveaxis(x, axis + 1, 0), axis + 1)
         seq = {k: split(v, 1) for k, v in batch.items() if k not in carries}
         seq.update({k: split(batch[k], 0) for k in carries})
         return seq
-    B = config.num_envs * config.num_steps
-    perm = jax.random.permutation(key, B)
-    def split(x):
-        x = x.reshape((B,) + x.shape[2:])[perm]
-        return x.reshape((M, 1, B // M) + x.shape[1:])
+    B = E * T
+    if T % M == 0:
+        times = jax.vmap(lambda k: jax.random.permutation(k, T))(jax.random.split(key, E))
+        def split(x):   # [T, E, ...] -> [M, 1, E*T/M, ...]
+            x = jnp.swapaxes(x, 0, 1)
+            x = jnp.take_along_axis(x, times.reshape((E, T) + (1,) * (x.ndim - 2)), axis=1)
+            x = jnp.moveaxis(x.reshape((E, M, T // M) + x.shape[2:]), 1, 0)
+            return shard_envs(x.reshape((M, 1, B // M) + x.shape[3:]), 2)
+    else:
+        perm = jax.random.permutation(key, B)
+        def split(x):
+            x = x.reshape((B,) + x.shape[2:])[perm]
+            return x.reshape((M, 1, B // M) + x.shape[1:])
     flat = {k: split(v) for k, v in batch.items() if k not in carries}
     flat.update({k: jnp.zeros((M, B // M) + batch[k].shape[1:]) for k in carries})
     return flat
+
+
+def env_split(config, env):
+    """The env axis a step can split over devices: all envs (feed-forward), or the envs of one
+    recurrent minibatch (each device must hold whole blocks of M envs)."""
+    return config.num_envs // config.num_minibatches if config.recurrent else config.num_envs
 
 
 # ----------------------------------------------------------------------------- step
@@ -382,6 +409,7 @@ def step(env, config: Config):
 
 _DOC = "clipped PPO, FF/GRU, discrete+continuous, shared or per-agent parameters"
 register("mappo", Algorithm("mappo", Config, init, step, act, init_carry, env_steps_per_iter,
-                            doc="MAPPO: " + _DOC + ", centralised critic on the global state"))
+                            doc="MAPPO: " + _DOC + ", centralised critic on the global state",
+                            env_split=env_split))
 register("ippo", Algorithm("ippo", IPPOConfig, init, step, act, init_carry, env_steps_per_iter,
-                           doc="IPPO: " + _DOC + ", decentralised critic"))
+                           doc="IPPO: " + _DOC + ", decentralised critic", env_split=env_split))

@@ -19,6 +19,7 @@ centralised V(s) (plus a one-hot agent id), trained after the actors as in HARL.
 """
 from __future__ import annotations
 
+import math
 from types import SimpleNamespace
 from typing import Callable
 
@@ -79,6 +80,15 @@ class Config:
         self._check_split("critic_minibatches", self.critic_minibatches)
         if hasattr(self, "num_minibatches"):
             self._check_split("num_minibatches", self.num_minibatches)
+
+
+def env_split(config, env):
+    """The env axis a step can split over devices (`Algorithm.env_split`): all envs
+    (feed-forward), or the envs of one recurrent minibatch of both the actors and the critic."""
+    if not config.recurrent:
+        return config.num_envs
+    m = math.lcm(config.critic_minibatches, getattr(config, "num_minibatches", 1))
+    return config.num_envs // m if config.num_envs % m == 0 else 1
 
 
 # ----------------------------------------------------------------------------- agent axis

@@ -48,6 +48,10 @@ class EnvSpec:
     max_steps: int = _static()  # episode length limit (agent steps)
     shared_reward: bool = _static()  # all agents get the same team reward
     has_win: bool = _static()  # episodes can be won (SMAX)
+    # A step is a long chain of small ops (a physics engine) that one CPU core runs serially, so
+    # the runner splits a lone seed's envs over idle CPU devices (jaxdiff.run.parallel). Wide,
+    # cheap steps (MPE, SMAX) already use every core and only pay the synchronisation.
+    split_envs: bool = _static(default=False)
 
     @property
     def heterogeneous(self) -> bool:

@@ -139,7 +139,7 @@ class MABraxAdapter(Env):
             name=name or f"mabrax_{robot}", n_agents=n, obs_dim=max(obs_sizes),
             obs_sizes=obs_sizes, discrete=False, act_dim=act_dim, act_sizes=act_sizes,
             action_low=-1.0, action_high=1.0, state_dim=obs_size, max_steps=episode_length,
-            shared_reward=True, has_win=False,
+            shared_reward=True, has_win=False, split_envs=True,
         )
 
     def _agent_obs(self, robot_obs):  # f32[obs_size] -> f32[n_agents, obs_dim]

@@ -61,24 +61,20 @@ def measure(algo: str, env_name: str, overrides: dict, seeds: int, *, min_time: 
                                else overrides)
     keys = jax.random.split(jax.random.PRNGKey(0), seeds)
     hp = jax.tree.map(lambda x: jnp.stack([jnp.asarray(x)] * seeds), config)
-    # The runner's placement: members split over the devices (one per core on CPU).
-    sharding = runner.ensemble_sharding(seeds) if shard else None
+    # The runner's placement: members split over the devices (one per core on CPU), and a
+    # member's envs over the devices left over.
+    sharding = runner.member_sharding(algorithm, env, config, seeds) if shard else None
     state = runner.place(jax.jit(jax.vmap(lambda k, c: algorithm.init(k, env, c)))(keys, hp),
                          sharding)
     step = algorithm.step(env, config)
-    chunk = lambda s, _=None: jax.lax.scan(lambda s, _: jax.vmap(step)(s), s, None,
-                                           length=iters_per_call)
-    t0 = time.perf_counter()
-    compiled = jax.jit(chunk, donate_argnums=0,
-                       out_shardings=runner.chunk_shardings(chunk, state, None, sharding)
-                       ).lower(state).compile()
-    compile_s = time.perf_counter() - t0
-    state, m = compiled(state)
+    chunk = runner.make_chunk(lambda s, _: step(s), iters_per_call, sharding)
+    compiled, compile_s = runner.compile_chunk(chunk, state, None, sharding)
+    state, m = compiled(state, None)
     jax.block_until_ready(m)
     per_call = algorithm.env_steps_per_iter(config, env) * iters_per_call * seeds
     calls, t0 = 0, time.perf_counter()
     while True:
-        state, m = compiled(state)
+        state, m = compiled(state, None)
         jax.block_until_ready(m)
         calls += 1
         elapsed = time.perf_counter() - t0

@@ -93,17 +93,40 @@ def prepare(spec: RunSpec):
     return algorithm, env, base, configs
 
 
-def ensemble_sharding(n_members: int):
+def ensemble_sharding(n_members: int, env_split: int = 1):
     """Split the leading ensemble axis over the default backend's devices: a NamedSharding over
-    the largest device count that divides `n_members` (None with one device). On a CPU-only
-    machine `import jaxdiff` exposes one XLA host device per core, so the members of a run
-    execute on all cores at once; on GPUs this is data parallelism over members."""
+    a ("ensemble", "data") mesh whose "ensemble" axis is the largest device count that divides
+    `n_members` (None with one device). On a CPU-only machine `import jaxdiff` exposes one XLA
+    host device per core, so the members of a run execute on all cores at once; on GPUs this is
+    data parallelism over members. Devices left over (fewer members than devices) form the
+    "data" axis when the algorithm can split an env axis of size `env_split` over it
+    (`Algorithm.env_split`, `jaxdiff.run.parallel`); arrays placed with the returned sharding
+    are replicated along "data"."""
     devices = jax.devices()
     k = max(d for d in range(1, min(len(devices), n_members) + 1) if n_members % d == 0)
-    if k == 1:
+    rest = len(devices) // k
+    d = max(x for x in range(1, rest + 1) if env_split % x == 0) if env_split > 1 else 1
+    if k * d == 1:
         return None
     from jax.sharding import Mesh, NamedSharding, PartitionSpec
-    return NamedSharding(Mesh(np.array(devices[:k]), ("ensemble",)), PartitionSpec("ensemble"))
+    mesh = Mesh(np.array(devices[:k * d]).reshape(k, d), ("ensemble", "data"))
+    return NamedSharding(mesh, PartitionSpec("ensemble"))
+
+
+def member_sharding(algorithm, env, config, n_members: int):
+    """The runner's placement for an ensemble of `n_members` of `algorithm` (see
+    `ensemble_sharding`). Devices left over split a member's envs when the algorithm supports
+    it and either the devices are accelerators or the env's steps are serial chains of small ops
+    (`EnvSpec.split_envs`: on MPE/SMAX a CPU split measured slower, on MABrax ~2x faster, see
+    `make bench`). `JAXDIFF_ENV_SPLIT=1` / `=0` forces the split on / off."""
+    forced = os.environ.get("JAXDIFF_ENV_SPLIT", "")
+    if forced not in ("", "0", "1"):
+        raise ValueError(f"JAXDIFF_ENV_SPLIT={forced!r}: use 1 (split envs over idle devices), "
+                         f"0 (never) or leave it unset (automatic).")
+    wanted = (forced == "1" or (forced == "" and (jax.default_backend() != "cpu"
+                                                  or getattr(env.spec, "split_envs", False))))
+    split = int(algorithm.env_split(config, env)) if wanted and algorithm.env_split else 1
+    return ensemble_sharding(n_members, split)
 
 
 def place(tree, sharding):
@@ -130,6 +153,27 @@ def chunk_shardings(chunk, state, data, sharding):
     per_iter = NamedSharding(sharding.mesh, PartitionSpec(None, "ensemble"))
     return (jax.tree.map(lambda _: sharding, out_state),
             jax.tree.map(lambda _: per_iter, out_metrics))
+
+
+def make_chunk(step_fn, iters: int, sharding):
+    """chunk(state, data) -> (state, metrics[iters, M, ...]): `iters` steps of the vmapped
+    member step `step_fn(state, data)`, the ensemble axis bound to the mesh's "ensemble" axis."""
+    vmapped = jax.vmap(step_fn, in_axes=(0, None),
+                       spmd_axis_name=None if sharding is None else "ensemble")
+    return lambda state, data: jax.lax.scan(lambda s, _: vmapped(s, data), state, None,
+                                            length=iters)
+
+
+def compile_chunk(chunk, state, data, sharding):
+    """jit(chunk) with the state donated, lowered for (state, data) on `sharding`'s mesh (env
+    axes split over its "data" axis) and compiled; returns (compiled, compile seconds)."""
+    from jaxdiff.run import parallel
+    t0 = time.perf_counter()
+    with parallel.env_parallel(None if sharding is None else sharding.mesh):
+        compiled = jax.jit(chunk, donate_argnums=0,
+                           out_shardings=chunk_shardings(chunk, state, data, sharding)
+                           ).lower(state, data).compile()
+    return compiled, time.perf_counter() - t0
 
 
 def _stack(trees):
@@ -294,12 +338,9 @@ def train(spec: RunSpec, run_dir: str, *, progress: bool = True, tensorboard: bo
     n_chunks = math.ceil(total_iters / K)
 
     step_fn, evaluate_one, data = _step_and_eval(algorithm, env, base, spec.eval_episodes)
-    sharding = ensemble_sharding(len(members))
+    sharding = member_sharding(algorithm, env, base, len(members))
     keys, hp, data = place(keys, sharding), place(hp, sharding), replicate(data, sharding)
-
-    def chunk(state, data):
-        return jax.lax.scan(lambda s, _: jax.vmap(step_fn, in_axes=(0, None))(s, data), state,
-                            None, length=K)
+    chunk = make_chunk(step_fn, K, sharding)
 
     evaluate = jax.jit(jax.vmap(evaluate_one, in_axes=(0, None, None)))
     finite = jax.jit(lambda s: jax.vmap(lambda m: jnp.all(jnp.stack(
@@ -319,11 +360,7 @@ def train(spec: RunSpec, run_dir: str, *, progress: bool = True, tensorboard: bo
         start = done_chunk
         runlog.truncate_jsonl(metrics_path, done_chunk - 1)
 
-    t0 = time.perf_counter()
-    compiled = jax.jit(chunk, donate_argnums=0,
-                       out_shardings=chunk_shardings(chunk, state, data, sharding)
-                       ).lower(state, data).compile()
-    compile_s = time.perf_counter() - t0
+    compiled, compile_s = compile_chunk(chunk, state, data, sharding)
     eval_key = jax.random.fold_in(root, 10_000_019)
 
     bar = None

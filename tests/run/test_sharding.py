@@ -1,5 +1,6 @@
-"""Ensemble members split over devices (one XLA host device per core on CPU): the placement
-rule, and that a sharded run computes what the same run on one device computes."""
+"""Ensemble members split over devices (one XLA host device per core on CPU), and a lone
+member's envs split over the devices left over: the placement rules, and that a split run
+computes what the same run on one device computes."""
 import jax
 import numpy as np
 import pytest
@@ -25,7 +26,7 @@ def test_sharded_run_equals_single_device_run(tmp_path, monkeypatch):
                           eval_episodes=4)
     sharded = runner.train(spec, str(tmp_path / "sharded"), progress=False)
     spec_state = runner.restore_state(str(tmp_path / "sharded"))[4]
-    monkeypatch.setattr(runner, "ensemble_sharding", lambda n: None)
+    monkeypatch.setattr(runner, "ensemble_sharding", lambda n, split=1: None)
     single = runner.train(spec, str(tmp_path / "single"), progress=False)
     single_state = runner.restore_state(str(tmp_path / "single"))[4]
     for k, v in single["final"].items():
@@ -43,3 +44,59 @@ def test_sharded_state_stays_split_across_chunks(tmp_path):
                           eval_episodes=2)
     summary = runner.train(spec, str(tmp_path / "r"), progress=False)
     assert summary["complete"]
+
+
+def test_env_split_uses_the_devices_members_leave_idle():
+    n_dev = len(jax.devices())
+    for members, split in ((1, 16), (1, 3), (2, 16), (3, 4), (4, 8)):
+        sh = runner.ensemble_sharding(members, split)
+        k = max(d for d in range(1, min(n_dev, members) + 1) if members % d == 0)
+        d = max(x for x in range(1, n_dev // k + 1) if split % x == 0)
+        shape = (1, 1) if sh is None else tuple(sh.mesh.shape.values())
+        assert shape == (k, d), (members, split)
+
+
+def test_env_split_switch(monkeypatch):
+    from jaxdiff import algos, envs
+    algorithm = algos.get("mappo")
+    env = envs.make("mpe_simple_spread")
+    config = algos.make_config(algorithm.Config, dict(TINY))
+    data_axis = lambda: (lambda sh: 1 if sh is None else dict(sh.mesh.shape)["data"])(
+        runner.member_sharding(algorithm, env, config, 1))
+    monkeypatch.setenv("JAXDIFF_ENV_SPLIT", "0")
+    assert data_axis() == 1
+    monkeypatch.setenv("JAXDIFF_ENV_SPLIT", "1")
+    assert data_axis() == max(x for x in range(1, len(jax.devices()) + 1) if 4 % x == 0)
+    monkeypatch.setenv("JAXDIFF_ENV_SPLIT", "yes")
+    with pytest.raises(ValueError, match="JAXDIFF_ENV_SPLIT"):
+        runner.member_sharding(algorithm, env, config, 1)
+
+
+@multi
+@pytest.mark.parametrize("algo,over", [
+    ("mappo", {}),
+    ("ippo", dict(recurrent=True, num_envs=8, num_minibatches=2)),
+    ("hatrpo", dict(num_envs=4, num_steps=8, hidden=16, critic_epochs=1)),
+])
+def test_env_split_run_equals_single_device_run(tmp_path, monkeypatch, algo, over):
+    """One seed whose envs are split over two devices (rollout, GAE and minibatch gradients
+    per device, gradients all-reduced) trains the same parameters as the unsplit run."""
+    spec = runner.RunSpec(algo=algo, env="mpe_simple_spread", env_kwargs={},
+                          algo_overrides=over if algo == "hatrpo" else {**TINY, **over}, seeds=1, total_steps=8 * 8 * 2,
+                          chunks=2, eval_episodes=2)
+    monkeypatch.setenv("JAXDIFF_ENV_SPLIT", "1")
+    assert dict(runner.member_sharding(*_parts(spec), 1).mesh.shape)["data"] == 2
+    split = runner.train(spec, str(tmp_path / "split"), progress=False)
+    split_state = runner.restore_state(str(tmp_path / "split"))[4]
+    monkeypatch.setenv("JAXDIFF_ENV_SPLIT", "0")
+    single = runner.train(spec, str(tmp_path / "single"), progress=False)
+    single_state = runner.restore_state(str(tmp_path / "single"))[4]
+    for k, v in single["final"].items():
+        np.testing.assert_allclose(split["final"][k], v, rtol=1e-4, atol=1e-5, err_msg=k)
+    for x, y in zip(jax.tree.leaves(split_state), jax.tree.leaves(single_state)):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-5)
+
+
+def _parts(spec):
+    algorithm, env, base, _ = runner.prepare(spec)
+    return algorithm, env, base

@@ -1,0 +1,56 @@
+"""Splitting one ensemble member's environments over devices (data parallelism inside a member).
+
+The runner shards the ensemble (grid x seed) axis over a mesh axis "ensemble". When the
+ensemble is smaller than the device count (one seed on a two-core machine), the devices left over
+form a second mesh axis, "data", and an algorithm that declares an env axis it can split
+(`Algorithm.env_split`) has its env-batched arrays (env states, observations, rollout buffers,
+minibatches) constrained to that axis: every device steps its share of the envs and computes its
+share of each minibatch's loss, and XLA's SPMD partitioner adds the gradient all-reduce. The
+parameters stay replicated. The math is the same program's; only where it runs changes.
+
+Algorithms call `shard_envs(tree, axis)` where an array with an env (or minibatch-row) axis is
+made; it is a no-op unless the runner traces the step inside `env_parallel(mesh)` with a "data"
+axis of size > 1, so the same algorithm code runs unchanged on one device.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import jax
+
+_MESH = None   # the mesh of the step being traced, when it has a "data" axis of size > 1
+
+
+@contextlib.contextmanager
+def env_parallel(mesh):
+    """Trace steps inside this context to split their env axes over `mesh`'s "data" axis."""
+    global _MESH
+    old = _MESH
+    _MESH = mesh if mesh is not None and dict(mesh.shape).get("data", 1) > 1 else None
+    try:
+        yield
+    finally:
+        _MESH = old
+
+
+def data_shards() -> int:
+    """Number of devices the env axis is split over in the step being traced (1 = none)."""
+    return 1 if _MESH is None else dict(_MESH.shape)["data"]
+
+
+def shard_envs(tree, axis: int = 0):
+    """Constrain every leaf's `axis` (an env or minibatch-row axis) to the "data" mesh axis.
+    Leaves whose axis does not divide evenly are left to the partitioner."""
+    if _MESH is None:
+        return tree
+    from jax.sharding import NamedSharding, PartitionSpec
+    d = data_shards()
+
+    def constrain(x):
+        if not hasattr(x, "ndim") or x.ndim <= axis or x.shape[axis] % d:
+            return x
+        spec = [None] * x.ndim
+        spec[axis] = "data"
+        return jax.lax.with_sharding_constraint(x, NamedSharding(_MESH, PartitionSpec(*spec)))
+
+    return jax.tree.map(constrain, tree)
