@@ -1,6 +1,7 @@
 """Paper 000, Figures 2-4 at CPU scale: the 5x5 sensor network with two targets.
 
-    python experiments/state_reconstruction/sensor_5x5.py [--quick] [--out DIR] [--encoding area|raw]
+    python experiments/state_reconstruction/sensor_5x5.py [--quick | --scale quick|medium|full]
+        [--out DIR] [--name STEM] [--encoding area|raw] [--set KEY=VALUE ...]
 
 25 sensors on the nodes of a 5x5 lattice, 40 edge areas, two targets (780 states), H = 1
 (geometry in `jaxdiff.envs.sensor_grid`). The shared blind denoiser (depth 3, SiLU) is trained
@@ -20,21 +21,25 @@ with Eq. 1 on per-agent rows of N joint samples and evaluated on fresh test samp
 * deviations D = s - phi_inf(tau_i)(s) against rank(J+) (Fig. 2g / Fig. 3), with the surrogate
   bound R_eps (Eq. 15 / Eq. 17) on Jacobian-distance neighbourhoods of a training pool, at
   distance quantiles and at the paper's eps = 0.588, 0.626;
-* deviation and rank vs network width (Fig. 3 left); in full mode also vs the number of targets
-  and of training samples (Fig. 3 middle, right).
+* deviation and rank vs network width (Fig. 3 left); at medium and full scale also vs the number
+  of targets and of training samples (Fig. 3 middle, right).
 
 Scale [CHOICE]. --quick: N = 20k joint samples (500k rows), W = 256 trained 4000 Adam steps at
 lr 3e-3 (batch 512); widths 64/128/256 for the sweep; 500 test samples; about 5 minutes on a
 loaded 2-core CPU. Full (default): the spec's toy schedule, 10000 steps at lr 1e-3, widths
 64-1024, targets 1-3, N in {1k, 5k, 20k, 100k}, 2000 test samples; about 1.5-2 hours on the
-same CPU (W = 1024 dominates). The raw 29-dim encoding (--encoding raw) is the paper-faithful
+same CPU (W = 1024 dominates). --scale medium: the quick training schedule and widths with the
+Fig. 3 sweeps (targets 1/2/3, N in {1k, 5k, 20k, 100k}), 300 deviation anchors and 50 R_eps
+anchors on the 1500-row pool; it writes results/sensor_5x5_medium.* so the quick results stay.
+The raw 29-dim encoding (--encoding raw) is the paper-faithful
 input; the spec measured that it does not learn the conditioning at W 256 / 8k steps, so the
 default is the area-indexed encoding.
 Any setting can be overridden, e.g. `--set steps=20000 --set widths=256,512` (see settings()).
-Writes results/sensor_5x5.json, .md and sensor_5x5_fig2.png, _fig3.png, _fig4.png, _psnr.png.
+Writes results/<name>.json, .md and <name>_fig2.png, _fig3.png, _fig4.png, _psnr.png, where
+<name> is sensor_5x5 (quick, full) or sensor_5x5_medium (medium) unless --name is given.
 
 `--thm5` trains only the main model (W = `width`) and runs only the Theorem 5 section; it writes
-results/sensor_5x5_thm5.json and .md (27 s measured at --quick on the 2-core CPU, 20 s of it
+results/<name>_thm5.json and .md (27 s measured at --quick on the 2-core CPU, 20 s of it
 training). With --quick (no --thm5) the whole script measured 84 s on a lightly loaded CPU.
 """
 from __future__ import annotations
@@ -64,11 +69,15 @@ EPS_QUANTILES = (0.01, 0.05, 0.2, 0.5)
 EPS_PAPER = (0.588, 0.626)
 
 
-def settings(quick: bool) -> dict:
-    if quick:
+def settings(scale: str) -> dict:
+    if scale == "quick":
         return dict(samples=20000, width=256, steps=4000, lr=3e-3, widths=(64, 128, 256),
                     targets=(), sample_sweep=(), n_test=500, n_dev=200, n_bound=10, pool=1500,
                     n_alg=24, k_alg=8, steps_list=(25, 50, 100), n_thm5=32)
+    if scale == "medium":  # the quick training schedule with the Fig. 3 sweeps and 50 R_eps anchors
+        return dict(samples=20000, width=256, steps=4000, lr=3e-3, widths=(64, 128, 256),
+                    targets=(1, 3), sample_sweep=(1000, 5000, 100000), n_test=500, n_dev=300,
+                    n_bound=50, pool=1500, n_alg=24, k_alg=8, steps_list=(25, 50, 100), n_thm5=32)
     return dict(samples=20000, width=256, steps=10000, lr=1e-3, widths=(64, 128, 256, 512, 1024),
                 targets=(1, 3), sample_sweep=(1000, 5000, 100000), n_test=2000, n_dev=1000,
                 n_bound=100, pool=5000, n_alg=200, k_alg=16, steps_list=(25, 50, 100), n_thm5=200)
@@ -283,7 +292,12 @@ def subsets_for(env, s, rng):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="smoke scale (a few CPU minutes)")
+    ap.add_argument("--quick", action="store_true", help="smoke scale (a few CPU minutes); = --scale quick")
+    ap.add_argument("--scale", default=None, choices=("quick", "medium", "full"),
+                    help="quick (smoke), medium (quick training with the Fig. 3 target/data sweeps and "
+                         "50 R_eps anchors), full (default)")
+    ap.add_argument("--name", default=None,
+                    help="output file stem (default sensor_5x5, sensor_5x5_medium at --scale medium)")
     ap.add_argument("--out", default=os.path.join(HERE, "results"), help="output folder")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--encoding", default="area", choices=("area", "raw"))
@@ -291,9 +305,13 @@ def main():
                     help="train the main model only and run only the Theorem 5 (F16) check")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a setting, e.g. --set steps=20000 --set widths=256,512 "
-                         f"(keys: {', '.join(settings(True))})")
+                         f"(keys: {', '.join(settings('quick'))})")
     args = ap.parse_args()
-    cfg = settings(args.quick)
+    if args.quick and args.scale not in (None, "quick"):
+        ap.error("--quick contradicts --scale " + args.scale)
+    scale = "quick" if args.quick else (args.scale or "full")
+    stem = args.name or ("sensor_5x5_medium" if scale == "medium" else "sensor_5x5")
+    cfg = settings(scale)
     for item in args.set:
         name, _, value = item.partition("=")
         if name not in cfg:
@@ -308,7 +326,7 @@ def main():
     env = sensor_5x5()
     key = jax.random.key(args.seed)
     rng = np.random.default_rng(args.seed)
-    print(f"sensor 5x5 ({'quick' if args.quick else 'full'}): {cfg['samples']} joint samples, "
+    print(f"sensor 5x5 ({scale}): {cfg['samples']} joint samples, "
           f"encoding {enc}, W={cfg['width']}, {cfg['steps']} steps at lr {cfg['lr']}, backend "
           f"{jax.default_backend()}", flush=True)
 
@@ -325,7 +343,7 @@ def main():
     dev_taus = test_taus[dev_idx, dev_agent]
     dev_states = test["s"][dev_idx]
 
-    results = {"scale": "quick" if args.quick else "full", "seed": args.seed, "encoding": enc,
+    results = {"scale": scale, "seed": args.seed, "encoding": enc,
                "config": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()}}
     n5 = min(cfg["n_thm5"], cfg["n_dev"])
     thm5_key = jax.random.fold_in(key, 8)
@@ -336,14 +354,14 @@ def main():
                                           label=f"{enc}")
         t5 = theorem5_block(make_tools(model), params, dev_taus[:n5], dev_states[:n5], thm5_key)
         results.update(train=info, theorem5=t5, wall_s=round(time.time() - t0, 1))
-        write_json(os.path.join(args.out, "sensor_5x5_thm5.json"), results)
+        write_json(os.path.join(args.out, f"{stem}_thm5.json"), results)
         table = markdown_table(["quantity", "ours", "paper", "spec measured"], theorem5_rows(t5))
         header = (f"# Sensor 5x5, Theorem 5 fixed-point shift (F16)\n\nScale: {results['scale']}; "
                   f"{cfg['samples']} joint samples, {enc} encoding, W={cfg['width']}, {cfg['steps']} "
                   f"Adam steps at lr {cfg['lr']}; {t5['num_stable']} of {t5['num_anchors']} anchors "
                   f"(tau_i, s) have a stable y* = phi_inf(tau_i)(s); one random unit dtau direction "
                   f"per anchor; median (mean) over anchors; CPU, {results['wall_s']} s.\n\n")
-        with open(os.path.join(args.out, "sensor_5x5_thm5.md"), "w") as fh:
+        with open(os.path.join(args.out, f"{stem}_thm5.md"), "w") as fh:
             fh.write(header + table + "\n")
         print(header + table)
         return
@@ -583,7 +601,7 @@ def main():
                     f"{main_dev['spearman_rank_vs_deviation'][1]:.2f}", fontsize=8)
     ax[3].legend(fontsize=7)
     fig.tight_layout()
-    save_figure(fig, os.path.join(args.out, "sensor_5x5_fig2.png"), dpi=70)
+    save_figure(fig, os.path.join(args.out, f"{stem}_fig2.png"), dpi=70)
 
     # Fig. 3: deviation and rank vs width (and targets / samples in full mode).
     groups = [("width", [(f"W={w}", sweep[w]) for w in sorted(sweep)])]
@@ -604,7 +622,7 @@ def main():
         ax[0, col].set_ylabel("||D||_2 per fixed point")
         ax[0, col].set_title(f"Fig. 3 ({name}): deviation; label = mean rank J+ (rtol 1e-2)", fontsize=8)
     fig.tight_layout()
-    save_figure(fig, os.path.join(args.out, "sensor_5x5_fig3.png"), dpi=70)
+    save_figure(fig, os.path.join(args.out, f"{stem}_fig3.png"), dpi=70)
 
     # Fig. 4: composite flows (two orders) and partial composites, first 6 iterations + final.
     starts64 = jax.random.normal(jax.random.fold_in(key, 6), (64, env.state_dim))
@@ -629,7 +647,7 @@ def main():
         ax[col].set_xlabel(f"y[Area {a1 + 1}]")
         ax[col].set_ylabel(f"y[Area {a2 + 1}]")
     fig.tight_layout()
-    save_figure(fig, os.path.join(args.out, "sensor_5x5_fig4.png"), dpi=70)
+    save_figure(fig, os.path.join(args.out, f"{stem}_fig4.png"), dpi=70)
 
     # PSNR vs L and partial composites.
     fig, ax = plt.subplots(1, 2, figsize=(11, 4))
@@ -649,13 +667,32 @@ def main():
     ax[1].legend()
     ax[1].set_title("partial composites (Finding 6)", fontsize=9)
     fig.tight_layout()
-    save_figure(fig, os.path.join(args.out, "sensor_5x5_psnr.png"), dpi=70)
+    save_figure(fig, os.path.join(args.out, f"{stem}_psnr.png"), dpi=70)
 
     results["wall_s"] = round(time.time() - t0, 1)
-    write_json(os.path.join(args.out, "sensor_5x5.json"), results)
+    write_json(os.path.join(args.out, f"{stem}.json"), results)
 
     # ---------------------------------------------------------------- table next to the paper
     bq = bound["per_eps"]
+    sweep_rows = []
+    for label, keys, expect in (
+            ("targets", [f"targets_{k}" for k in sorted({2, *cfg["targets"]})],
+             "3 targets raise mean ||D|| (Fig. 3 middle)"),
+            ("N", [f"samples_{n}" for n in sorted({cfg["samples"], *cfg["sample_sweep"]})],
+             "10x less data raises mean ||D|| (Fig. 3 right)")):
+        if not extra:
+            break
+        tag = "/".join(k.split("_")[1] for k in keys)
+        sweep_rows += [
+            [f"mean ||D|| by {label} {tag}", " / ".join(f"{extra[k]['mean_deviation']:.3f}" for k in keys),
+             expect, "not measured"],
+            [f"mean rank J+ by {label} {tag}, rtol 1e-3 / 1e-2",
+             " / ".join(f"{extra[k]['mean_rank'][0]:.1f}" for k in keys) + " ; "
+             + " / ".join(f"{extra[k]['mean_rank'][1]:.1f}" for k in keys), "-", "-"],
+            [f"Spearman(rank J+ rtol 1e-2, ||D||) by {label} {tag}",
+             " / ".join(f"{extra[k]['spearman_rank_vs_deviation'][1]:.2f}" for k in keys),
+             "negative (Fig. 2g)", "-"],
+        ]
     th6 = results["composite_algorithm"]["theorem6"]
     rows_t = [
         ["composite PSNR, L=50 (dB)", f"{results['composite_psnr_db']:.2f}",
@@ -693,8 +730,13 @@ def main():
                     for k in ("paper_0.626", "paper_0.588")),
          "1.6474 / tight bound", "R ~ Tr Sigma_s ~ 1.89"],
         ["R(M) over the training pool", f"{bound['R_pool']:.3f}", "-", "1.894"],
-        ["frac ||D|| <= R_eps (largest quantile eps)", f"{bq['q50']['frac_D_le_R17']:.2f}",
-         "bound holds", ">= 0.95"],
+        [f"frac ||D|| <= R_eps (Eq. 17), largest quantile eps (q50), {cfg['n_bound']} anchors",
+         f"{bq['q50']['frac_D_le_R17']:.2f}", "bound holds", ">= 0.95"],
+        [f"same at eps = 0.588 / 0.626 (Eq. 17); Eq. 15 at q50, {cfg['n_bound']} anchors",
+         " / ".join("n/a" if bq[k]['frac_D_le_R17'] is None else f"{bq[k]['frac_D_le_R17']:.2f}"
+                    for k in ("paper_0.588", "paper_0.626"))
+         + f"; {bq['q50']['frac_D_le_R15']:.2f}", "bound holds", ">= 0.95"],
+        *sweep_rows,
         ["Theorem 6 check, mean ||D||^2 vs R(M): trained / random weights",
          (f"{th6['trained']['mean_sq_deviation']:.3f} / "
           f"{th6['random_weights']['mean_sq_deviation']:.3f} vs {th6['trained']['R_M']:.3f}"),
@@ -723,7 +765,7 @@ def main():
               f"{cfg['n_dev']} deviation anchors, {cfg['n_bound']} R_eps anchors on a "
               f"{cfg['pool']}-row pool; CPU, {results['wall_s']} s. The paper reports no 5x5 PSNR "
               f"and trains at an unknown scale (Appendix B is missing).\n\n")
-    with open(os.path.join(args.out, "sensor_5x5.md"), "w") as fh:
+    with open(os.path.join(args.out, f"{stem}.md"), "w") as fh:
         fh.write(header + table + "\n")
     print(header + table)
 
