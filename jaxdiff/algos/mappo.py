@@ -24,6 +24,7 @@ from jaxdiff.algos.base import Algorithm, ConfigError, dynamic, register, static
 from jaxdiff.nets import distributions as D
 from jaxdiff.nets.agents import apply_agents, init_agents, with_agent_id
 from jaxdiff.nets.mlp import ACTIVATIONS, Torso, dense
+from jaxdiff.run import parallel
 from jaxdiff.run.parallel import shard_envs
 
 
@@ -355,7 +356,7 @@ def step(env, config: Config):
         logp, entropy = _log_prob_entropy(p, dist, mb["action"])
         ratio = jnp.exp(logp - mb["logp"])
         adv = mb["adv"]
-        adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        adv = (adv - parallel.mean(adv)) / (parallel.std(adv) + 1e-8)
         pg = -jnp.minimum(ratio * adv,
                           jnp.clip(ratio, 1 - hp.clip_eps, 1 + hp.clip_eps) * adv).mean()
         v_clip = mb["value"] + jnp.clip(value - mb["value"], -hp.clip_eps, hp.clip_eps)
@@ -381,7 +382,9 @@ def step(env, config: Config):
 
         def update_minibatch(carry, mb):
             actor, critic, a_opt, c_opt = carry
-            (g_actor, g_critic), aux = grad_fn(actor, critic, hp, mb)
+            rows = {k: 0 if k in ("ca0", "cc0") else 1 for k in mb}   # each leaf's row axis
+            (g_actor, g_critic), aux = parallel.local_mean(
+                lambda nets, d: grad_fn(*nets, d), rows)((actor, critic, hp), mb)
             actor, a_opt, a_norm = common.adam_step(actor, a_opt, g_actor, lr, hp.max_grad_norm)
             critic, c_opt, c_norm = common.adam_step(critic, c_opt, g_critic, lr,
                                                      hp.max_grad_norm)

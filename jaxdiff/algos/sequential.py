@@ -32,6 +32,7 @@ from jaxdiff.algos.base import ConfigError, dynamic, static
 from jaxdiff.nets import distributions as D
 from jaxdiff.nets.agents import apply_agents, init_agents
 from jaxdiff.nets.mlp import ACTIVATIONS
+from jaxdiff.run import parallel
 
 
 # ----------------------------------------------------------------------------- config
@@ -207,7 +208,8 @@ def sgd(loss_fn, params, opt_state, data, key, config, epochs: int, lr, max_grad
 
     def minibatch(carry, mb):
         params, opt_state = carry
-        grads, aux = grad_fn(params, mb)
+        rows = {k: 0 if k in ("ca0", "cc0") else 1 for k in mb}   # each leaf's row axis
+        grads, aux = parallel.local_mean(grad_fn, rows)(params, mb)
         params, opt_state, gnorm = common.adam_step(params, opt_state, grads, lr, max_grad_norm)
         return (params, opt_state), dict(aux, grad_norm=gnorm)
 

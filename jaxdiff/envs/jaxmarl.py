@@ -62,7 +62,7 @@ class JaxMARLAdapter(Env):
     """Wraps one JaxMARL `MultiAgentEnv` (subclasses fill in the env-specific bits)."""
 
     def __init__(self, env, *, name: str, discrete: bool, max_steps: int, state_dim: int,
-                 shared_reward: bool, has_win: bool):
+                 shared_reward: bool, has_win: bool, split_envs: bool = False):
         self.jaxmarl_env = env
         self.agents = tuple(env.agents)
         n = len(self.agents)
@@ -79,7 +79,7 @@ class JaxMARLAdapter(Env):
             name=name, n_agents=n, obs_dim=max(obs_sizes), obs_sizes=obs_sizes,
             discrete=discrete, act_dim=max(act_sizes), act_sizes=act_sizes,
             action_low=low, action_high=high, state_dim=state_dim, max_steps=max_steps,
-            shared_reward=shared_reward, has_win=has_win,
+            shared_reward=shared_reward, has_win=has_win, split_envs=split_envs,
         )
         self._hetero_obs = len(set(obs_sizes)) > 1
         self._hetero_act = len(set(act_sizes)) > 1
@@ -297,7 +297,7 @@ def make_smax(map_name: str, *, action_type: str = "discrete", max_steps: int = 
     )
     return SMAXAdapter(
         env, name=f"smax_{map_name}", discrete=action_type == "discrete", max_steps=max_steps,
-        state_dim=int(env.state_size), shared_reward=True, has_win=True,
+        state_dim=int(env.state_size), shared_reward=True, has_win=True, split_envs=True,
     )
 
 

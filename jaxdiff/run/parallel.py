@@ -54,3 +54,44 @@ def shard_envs(tree, axis: int = 0):
         return jax.lax.with_sharding_constraint(x, NamedSharding(_MESH, PartitionSpec(*spec)))
 
     return jax.tree.map(constrain, tree)
+
+
+_LOCAL = False   # True while tracing the per-device body of `local_mean`
+
+
+def local_mean(fn, data_axes):
+    """fn(replicated, data) -> a pytree of means over data rows (a loss's gradients and
+    statistics). Under a "data" split, evaluate fn on each device's rows and average the results
+    over devices with one all-reduce (equal shares, so the mean of the means is the mean), instead
+    of leaving the backward pass to the partitioner, which all-reduces gradient accumulators at
+    every time step of a recurrent backward loop. `data_axes` is a pytree like `data` holding each
+    leaf's row axis. Inside fn, `mean(x)` gives means over all devices' rows (for statistics such
+    as advantage normalisation that must not depend on the split). Otherwise fn itself."""
+    if _MESH is None:
+        return fn
+    from jax.sharding import PartitionSpec as P
+
+    def body(rep, data):
+        global _LOCAL
+        old, _LOCAL = _LOCAL, True
+        try:
+            return jax.lax.pmean(fn(rep, data), "data")
+        finally:
+            _LOCAL = old
+
+    specs = jax.tree.map(lambda ax: P(*([None] * ax + ["data"])), data_axes)
+    return jax.shard_map(body, mesh=_MESH, in_specs=(P(), specs), out_specs=P(),
+                         axis_names=frozenset({"data"}), check_vma=False)
+
+
+def mean(x):
+    """Mean of x over its rows on every device (inside `local_mean`), else x.mean()."""
+    return jax.lax.pmean(x.mean(), "data") if _LOCAL else x.mean()
+
+
+def std(x):
+    """Population std over every device's rows (inside `local_mean`), else x.std()."""
+    if not _LOCAL:
+        return x.std()
+    m = mean(x)
+    return jax.numpy.sqrt(jax.numpy.maximum(mean(jax.numpy.square(x - m)), 0.0))

@@ -117,8 +117,8 @@ def member_sharding(algorithm, env, config, n_members: int):
     """The runner's placement for an ensemble of `n_members` of `algorithm` (see
     `ensemble_sharding`). Devices left over split a member's envs when the algorithm supports
     it and either the devices are accelerators or the env's steps are serial chains of small ops
-    (`EnvSpec.split_envs`: on MPE/SMAX a CPU split measured slower, on MABrax ~2x faster, see
-    `make bench`). `JAXDIFF_ENV_SPLIT=1` / `=0` forces the split on / off."""
+    (`EnvSpec.split_envs`: on MPE a CPU split measured slower, on SMAX ~1.4x and on MABrax
+    ~2x faster, see `make bench`). `JAXDIFF_ENV_SPLIT=1` / `=0` forces the split on / off."""
     forced = os.environ.get("JAXDIFF_ENV_SPLIT", "")
     if forced not in ("", "0", "1"):
         raise ValueError(f"JAXDIFF_ENV_SPLIT={forced!r}: use 1 (split envs over idle devices), "

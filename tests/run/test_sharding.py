@@ -77,12 +77,14 @@ def test_env_split_switch(monkeypatch):
     ("mappo", {}),
     ("ippo", dict(recurrent=True, num_envs=8, num_minibatches=2)),
     ("hatrpo", dict(num_envs=4, num_steps=8, hidden=16, critic_epochs=1)),
+    ("happo", dict(num_envs=4, num_steps=8, hidden=16, critic_epochs=1, update_epochs=1,
+                   recurrent=True)),
 ])
 def test_env_split_run_equals_single_device_run(tmp_path, monkeypatch, algo, over):
     """One seed whose envs are split over two devices (rollout, GAE and minibatch gradients
     per device, gradients all-reduced) trains the same parameters as the unsplit run."""
     spec = runner.RunSpec(algo=algo, env="mpe_simple_spread", env_kwargs={},
-                          algo_overrides=over if algo == "hatrpo" else {**TINY, **over}, seeds=1, total_steps=8 * 8 * 2,
+                          algo_overrides=over if algo in ("hatrpo", "happo") else {**TINY, **over}, seeds=1, total_steps=8 * 8 * 2,
                           chunks=2, eval_episodes=2)
     monkeypatch.setenv("JAXDIFF_ENV_SPLIT", "1")
     assert dict(runner.member_sharding(*_parts(spec), 1).mesh.shape)["data"] == 2
