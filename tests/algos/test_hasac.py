@@ -218,6 +218,7 @@ def _spec(**kw):
     return runner.RunSpec(**args)
 
 
+@pytest.mark.slow
 def test_smoke_train_continuous_spread(tmp_path):
     summary = runner.train(_spec(), str(tmp_path), progress=False, quiet=True)
     assert math.isfinite(summary["final"]["return_mean"])

@@ -185,6 +185,7 @@ def test_yaml_config_matches_config_defaults():
 
 
 # ----------------------------------------------------------------------------- runner
+@pytest.mark.slow
 def test_smoke_runner_smax_3m_two_seeds(tmp_path):
     spec = runner.RunSpec(algo="qmix", env="smax_3m", env_kwargs={},
                           algo_overrides=dict(TINY, reward_scale=10.0), seeds=2,

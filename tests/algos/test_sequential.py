@@ -135,8 +135,9 @@ def _tiny_state(algo, **kw):
     return env, cfg, alg, alg.init(jax.random.PRNGKey(0), env, cfg)
 
 
-@pytest.mark.parametrize("algo,kw", [("happo", dict(update_epochs=1, num_minibatches=2)),
-                                     ("hatrpo", dict(cg_iters=2, ls_steps=2))])
+@pytest.mark.parametrize("algo,kw", [
+    pytest.param("happo", dict(update_epochs=1, num_minibatches=2), marks=pytest.mark.slow),
+    ("hatrpo", dict(cg_iters=2, ls_steps=2))])
 def test_jit_equals_no_jit_for_one_step(algo, kw):
     env, cfg, alg, state = _tiny_state(algo, **kw)
     step = alg.step(env, cfg)

@@ -13,8 +13,12 @@ TINY = dict(num_envs=4, num_steps=25, hidden=16, critic_epochs=2)
 @pytest.mark.parametrize("algo, extra, keys", [
     ("happo", dict(update_epochs=2), ("actor_loss", "value_loss", "entropy", "factor_mean",
                                       "final_factor_mean")),
-    ("haa2c", dict(update_epochs=2), ("actor_loss", "value_loss", "entropy", "factor_mean")),
-    ("hatrpo", {}, ("kl", "accepted", "value_loss", "factor_mean")),
+    # the other two share all but their actor update with HAPPO (one runner path is enough for
+    # `make test`; `-m slow` runs all three)
+    pytest.param("haa2c", dict(update_epochs=2),
+                 ("actor_loss", "value_loss", "entropy", "factor_mean"), marks=pytest.mark.slow),
+    pytest.param("hatrpo", {}, ("kl", "accepted", "value_loss", "factor_mean"),
+                 marks=pytest.mark.slow),
 ])
 def test_smoke_train_continuous_spread(algo, extra, keys, tmp_path):
     spec = runner.RunSpec(algo=algo, env="mpe_simple_spread",

@@ -20,6 +20,7 @@ def test_placement_uses_largest_dividing_device_count():
 
 
 @multi
+@pytest.mark.slow
 def test_sharded_run_equals_single_device_run(tmp_path, monkeypatch):
     spec = runner.RunSpec(algo="mappo", env="mpe_simple_spread", env_kwargs={},
                           algo_overrides=dict(TINY), seeds=2, total_steps=4 * 32 * 3, chunks=3,
@@ -75,10 +76,12 @@ def test_env_split_switch(monkeypatch):
 @multi
 @pytest.mark.parametrize("algo,over", [
     ("mappo", {}),
-    ("ippo", dict(recurrent=True, num_envs=8, num_minibatches=2)),
-    ("hatrpo", dict(num_envs=4, num_steps=8, hidden=16, critic_epochs=1)),
-    ("happo", dict(num_envs=4, num_steps=8, hidden=16, critic_epochs=1, update_epochs=1,
-                   recurrent=True)),
+    pytest.param("ippo", dict(recurrent=True, num_envs=8, num_minibatches=2),
+                 marks=pytest.mark.slow),
+    pytest.param("hatrpo", dict(num_envs=4, num_steps=8, hidden=16, critic_epochs=1),
+                 marks=pytest.mark.slow),
+    pytest.param("happo", dict(num_envs=4, num_steps=8, hidden=16, critic_epochs=1,
+                               update_epochs=1, recurrent=True), marks=pytest.mark.slow),
 ])
 def test_env_split_run_equals_single_device_run(tmp_path, monkeypatch, algo, over):
     """One seed whose envs are split over two devices (rollout, GAE and minibatch gradients
