@@ -3,6 +3,11 @@
 A factory is a callable taking keyword options and returning an unwrapped env (`base.Env`);
 `make` validates the options against the factory's signature and wraps the env in
 `EpisodeStats`. Heavy imports (jaxmarl, brax) happen inside factories, on first `make`.
+
+Wrapper options: `register_wrapper(option_names, wrap)` adds options that every env accepts
+(default None = off); `make` builds the env without them and then calls `wrap(env, options)`.
+Packages above `envs` use it to plug in observation wrappers without `envs` importing them
+(`inferred_state`, from `jaxdiff.statediff.augment`, is imported on first use).
 """
 
 from __future__ import annotations
@@ -16,6 +21,10 @@ from jaxdiff.envs.base import Env
 from jaxdiff.envs.wrappers import EpisodeStats
 
 _REGISTRY: dict[str, Callable[..., Env]] = {}
+_WRAPPERS: list[tuple[tuple[str, ...], Callable[[Env, dict], Env]]] = []
+# Wrapper options provided by modules that register them when imported.
+_WRAPPER_MODULES = {"inferred_state": "jaxdiff.statediff.augment",
+                    "inferred_state_member": "jaxdiff.statediff.augment"}
 
 
 class UnknownEnvError(ValueError):
@@ -29,6 +38,22 @@ def register(name: str, factory: Callable[..., Env], *, overwrite: bool = False)
     if name in _REGISTRY and not overwrite and _REGISTRY[name] is not factory:
         raise ValueError(f"env {name!r} is already registered (pass overwrite=True to replace)")
     _REGISTRY[name] = factory
+
+
+def register_wrapper(option_names, wrap: Callable[[Env, dict], Env]) -> None:
+    """Options `option_names` (accepted by every env, default None) handled by
+    `wrap(env, {name: value})`, applied before `EpisodeStats`."""
+    option_names = tuple(option_names)
+    if any(option_names == names_ for names_, _ in _WRAPPERS):
+        return
+    _WRAPPERS.append((option_names, wrap))
+
+
+def _wrapper_options() -> list[str]:
+    import importlib
+    for module in sorted(set(_WRAPPER_MODULES.values())):
+        importlib.import_module(module)
+    return [n for names_, _ in _WRAPPERS for n in names_]
 
 
 def names() -> list[str]:
@@ -49,18 +74,27 @@ def _factory(name: str) -> Callable[..., Env]:
 def options(name: str) -> dict[str, Any]:
     """The keyword options `name` accepts, with their defaults."""
     sig = inspect.signature(_factory(name))
-    return {
+    own = {
         p.name: p.default
         for p in sig.parameters.values()
         if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
     }
+    return {**own, **{n: None for n in _wrapper_options()}}
+
+
+def _own_options(factory: Callable[..., Env]) -> list[str] | None:
+    """The factory's keyword options (None when it takes **kwargs)."""
+    params = inspect.signature(factory).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return [p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
 
 
 def _check_kwargs(name: str, factory: Callable[..., Env], kw: Mapping[str, Any]) -> None:
-    params = inspect.signature(factory).parameters.values()
-    if any(p.kind is p.VAR_KEYWORD for p in params):
+    own = _own_options(factory)
+    if own is None or all(k in own for k in kw):
         return
-    allowed = [p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    allowed = own + _wrapper_options()
     for key, value in kw.items():
         if key not in allowed:
             close = difflib.get_close_matches(key, allowed, n=1)
@@ -75,7 +109,17 @@ def make(name: str, **kw) -> Env:
     """Build the registered env `name` with options `kw`, wrapped in `EpisodeStats`."""
     factory = _factory(name)
     _check_kwargs(name, factory, kw)
-    return EpisodeStats(factory(**kw))
+    own = _own_options(factory)
+    wrapper_kw = {k: v for k, v in kw.items()
+                  if (k not in own if own is not None else k in _WRAPPER_MODULES)}
+    env = factory(**{k: v for k, v in kw.items() if k not in wrapper_kw})
+    if wrapper_kw:
+        _wrapper_options()  # imports the modules that provide them
+        for names_, wrap in _WRAPPERS:
+            opts = {n: wrapper_kw.get(n) for n in names_}
+            if any(v is not None for v in opts.values()):
+                env = wrap(env, opts)
+    return EpisodeStats(env)
 
 
 def make_from_config(cfg: Mapping[str, Any]) -> Env:
