@@ -142,8 +142,17 @@ def _actor_in(config, obs, agent_axis, n):
     return with_agent_id(obs, agent_axis, n) if config.shared_params and config.agent_id else obs
 
 
+def critic_ep(config) -> bool:
+    """HARL's EP critic (`critic_state="ep"`, sequential algorithms): one V(s) per env on the
+    environment-provided global state, trained on the team reward, its advantage shared by all
+    agents. Otherwise every agent row has its own value (V(s, id) or V(o_i))."""
+    return getattr(config, "critic_state", "agent") == "ep"
+
+
 def _critic_in(config, obs, gstate, agent_axis, n):
-    # obs: [B, n, obs_dim]; gstate: [B, state_dim] -> [B, n, d]
+    # obs: [B, n, obs_dim]; gstate: [B, state_dim] -> [B, n, d] ([B, 1, state_dim] for EP)
+    if critic_ep(config):
+        return jnp.expand_dims(gstate, agent_axis)
     if config.centralised_critic:
         x = jnp.broadcast_to(jnp.expand_dims(gstate, agent_axis),
                              obs.shape[:-1] + gstate.shape[-1:])
@@ -220,6 +229,10 @@ def rollout_fn(env, config, p, actor_shared: bool, critic_shared: bool):
     `num_envs` envs, bootstrapped GAE and (optionally) value normalisation. Shared with the
     sequential HA* algorithms, whose State has the same rollout fields."""
     n = p.n
+    ep = critic_ep(config)
+    # The critic's rows of an [B, n, ...] array: all agents, or (EP) the first one -- `done`
+    # is episode-level, so row 0 stands for every agent.
+    c_rows = (lambda x: x[:, :1]) if ep else (lambda x: x)
 
     def actor_apply(params, carry, x, reset):     # inputs [B, n, ...]
         return apply_agents(p.actor, params, actor_shared, carry, x, reset, agent_axis=1)
@@ -239,9 +252,10 @@ def rollout_fn(env, config, p, actor_shared: bool, critic_shared: bool):
         c_x = _critic_in(config, state.obs, gstate, 1, n)
         a_carry, out = actor_apply(state.actor, state.actor_carry, a_x, state.done)
         if config.recurrent:
-            c_carry, value = critic_apply(state.critic, state.critic_carry, c_x, state.done)
+            c_carry, value = critic_apply(state.critic, state.critic_carry, c_x,
+                                          c_rows(state.done))
         else:   # feed-forward values are computed for the whole rollout at once, below
-            c_carry, value = state.critic_carry, jnp.zeros(state.done.shape)
+            c_carry, value = state.critic_carry, jnp.zeros(c_x.shape[:2])
         action, logp = _sample(p, k_act, _dist(p, out, mask))
         keys = jax.random.split(k_env, config.num_envs)
         obs, env_state, reward, done, info = jax.vmap(env.step)(keys, state.env_state, action)
@@ -263,14 +277,20 @@ def rollout_fn(env, config, p, actor_shared: bool, critic_shared: bool):
         # Bootstrap from the state after the rollout.
         gstate = jax.vmap(env.global_state)(state.env_state)
         c_x = _critic_in(config, state.obs, gstate, 1, n)
-        _, last_v = critic_apply(state.critic, state.critic_carry, c_x, state.done)
+        _, last_v = critic_apply(state.critic, state.critic_carry, c_x, c_rows(state.done))
         vn = state.value_norm
         denorm = vn.denormalize if config.value_norm else (lambda x: x)
-        adv, target = common.gae(tr["reward"], denorm(tr["value"]), tr["done"], denorm(last_v),
+        reward, done = tr["reward"], tr["done"]
+        if ep:   # the team reward (HARL's MPE wrapper: the sum of the agents' rewards)
+            team = reward.mean if env.spec.shared_reward else reward.sum
+            reward, done = team(-1, keepdims=True), done[..., :1]
+        adv, target = common.gae(reward, denorm(tr["value"]), done, denorm(last_v),
                                  hp.gamma, hp.gae_lambda)
         if config.value_norm:
             vn = vn.update(target)
             target = vn.normalize(target)
+        if ep:   # every agent's advantage is the team's; target/value stay one row per env
+            adv = jnp.broadcast_to(adv, tr["done"].shape)
         return state, tr, adv, target, vn
 
     return collect

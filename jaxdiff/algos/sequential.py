@@ -15,7 +15,10 @@ Everything here is one `lax.scan` over the permutation. Parameters and optimiser
 stacked on a leading agent axis; the scan body reads agent i with a dynamic index and writes it
 back with `.at[i].set`, so the update is traced once whatever the number of agents. The rollout,
 GAE, networks and minibatching are MAPPO's (`jaxdiff.algos.mappo`); the critic is one shared
-centralised V(s) (plus a one-hot agent id), trained after the actors as in HARL.
+centralised network trained after the actors as in HARL: by default HARL's EP form, one V(s)
+per env on the global state and the team reward, whose advantage every agent shares
+(`critic_state="ep"`); `critic_state="agent"` gives every agent row its own V(s, id) (the
+SMAC presets, where HARL uses agent-specific FP states).
 """
 from __future__ import annotations
 
@@ -45,7 +48,12 @@ class Config:
     layers: int = static(2, lo=1)
     activation: str = static("relu", choices=tuple(ACTIVATIONS))
     recurrent: bool = static(False, doc="GRU torso for actors and critic")
-    agent_id: bool = static(True, doc="append a one-hot agent id to the shared critic's input")
+    critic_state: str = static(
+        "ep", choices=("ep", "agent"),
+        doc="ep: one V(s) per env on the global state and the team reward (HARL's EP, its "
+            "default); agent: one value per agent row, V(s, id) (HARL's FP role, used for SMAC)")
+    agent_id: bool = static(True, doc="append a one-hot agent id to the shared critic's input "
+                                      "(critic_state=agent)")
     centralised_critic: bool = static(True, doc="critic sees the global state")
     value_norm: bool = static(True)
     fixed_order: bool = static(False, doc="update agents in index order, not a random permutation")
@@ -78,6 +86,9 @@ class Config:
                               f"for recurrent training.")
 
     def check(self):
+        if self.critic_state == "ep" and not self.centralised_critic:
+            raise ConfigError("`algo.critic_state=ep` evaluates V on the global state; it needs "
+                              "`algo.centralised_critic=true` (or use `algo.critic_state=agent`).")
         self._check_split("critic_minibatches", self.critic_minibatches)
         if hasattr(self, "num_minibatches"):
             self._check_split("num_minibatches", self.num_minibatches)
@@ -230,7 +241,8 @@ def huber(x, delta):
 
 def critic_update(p, config, hp, lr, critic, opt_state, batch, key):
     """HARL's critic step: clipped, Huber value loss on the shared centralised critic.
-    batch: c_x [T, E, n, d], reset/value/target [T, E, n], cc0 [E, n, h]."""
+    batch: c_x [T, E, r, d], reset/value/target [T, E, r], cc0 [E, r, h]; r = n agent rows,
+    or 1 for the EP critic."""
     def loss_fn(critic, mb):
         def body(carry, x):
             cx, reset = x
@@ -264,7 +276,8 @@ def init(key, env, config, actor_optimiser: bool = True) -> mappo.State:
     return mappo.State(actor=actor, critic=critic, actor_opt=actor_opt,
                        critic_opt=common.adam_init(critic), value_norm=common.ValueNorm.create(),
                        env_state=env_state, obs=obs, done=jnp.zeros((E, n), bool),
-                       actor_carry=jnp.zeros((E, n, h)), critic_carry=jnp.zeros((E, n, h)),
+                       actor_carry=jnp.zeros((E, n, h)),
+                       critic_carry=jnp.zeros((E, 1 if mappo.critic_ep(config) else n, h)),
                        key=key, update_idx=jnp.zeros((), jnp.int32),
                        hp=jax.tree.map(jnp.asarray, config))
 
@@ -304,8 +317,8 @@ def make_step(env, config, agent_update: Callable, unroll: bool = False):
             agent_update(p, config, hp, lr), log_prob, state.actor, state.actor_opt, data,
             order, jax.random.split(k_agents, n), factor0, config.sequential, unroll)
 
-        c_batch = dict(c_x=tr["c_x"], reset=tr["reset"], value=tr["value"], target=target,
-                       cc0=cc0)
+        c_reset = tr["reset"][..., :1] if mappo.critic_ep(config) else tr["reset"]
+        c_batch = dict(c_x=tr["c_x"], reset=c_reset, value=tr["value"], target=target, cc0=cc0)
         critic, critic_opt, c_aux = critic_update(p, config, hp, critic_lr, state.critic,
                                                   state.critic_opt, c_batch, k_critic)
         state = state.replace(actor=actor, critic=critic, actor_opt=actor_opt,

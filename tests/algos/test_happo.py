@@ -35,8 +35,10 @@ def _probs(env, cfg, actor, mask):
 
 def test_masked_action_never_taken_and_gets_no_probability():
     env = EpisodeStats(_MaskedGame(n_agents=2, n_actions=3))
+    # Per-agent values: agent 1's bonus is its own reward. (Under the EP critic's team reward,
+    # coordinating on 0 or 1 pays 1 > 0.5 for agent 1 playing 2, so it would rightly avoid it.)
     cfg = base.make_config(happo.Config, dict(num_envs=16, num_steps=4, hidden=16, lr=0.05,
-                                              critic_epochs=1))
+                                              critic_epochs=1, critic_state="agent"))
     state = happo.init(jax.random.PRNGKey(0), env, cfg)
     step = jax.jit(happo.step(env, cfg))
     for _ in range(5):

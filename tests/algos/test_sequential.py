@@ -137,7 +137,8 @@ def _tiny_state(algo, **kw):
 
 @pytest.mark.parametrize("algo,kw", [
     pytest.param("happo", dict(update_epochs=1, num_minibatches=2), marks=pytest.mark.slow),
-    ("hatrpo", dict(cg_iters=2, ls_steps=2))])
+    ("hatrpo", dict(cg_iters=2, ls_steps=2)),
+    ("happo", dict(update_epochs=1, critic_state="agent"))])
 def test_jit_equals_no_jit_for_one_step(algo, kw):
     env, cfg, alg, state = _tiny_state(algo, **kw)
     step = alg.step(env, cfg)
@@ -174,3 +175,57 @@ def test_f14_coordination_game_mirror_step():
         np.testing.assert_allclose(seq, 0.856, atol=5e-4)
         np.testing.assert_allclose(sim, 0.243, atol=5e-4)
         np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize("recurrent", [False, True])
+def test_ep_critic_is_one_value_per_env_on_the_team_reward(recurrent):
+    """HARL's EP critic: values and targets have one row per env, every agent gets the same
+    advantage, and that advantage is GAE (written out here as a plain loop) of the summed team
+    reward under V(s) evaluated directly on the stored global states."""
+    from jaxdiff.algos import mappo
+    env = envs.make("mpe_simple_spread", action_type="continuous")
+    assert not env.spec.shared_reward
+    cfg = base.make_config(happo.Config, dict(num_envs=3, num_steps=30, hidden=8,
+                                              recurrent=recurrent, value_norm=False,
+                                              total_steps=100))
+    assert cfg.critic_state == "ep"
+    state = happo.init(jax.random.PRNGKey(0), env, cfg)
+    assert state.critic_carry.shape == (3, 1, 8)
+    p = mappo._parts(env, cfg)
+    after, tr, adv, target, _ = mappo.rollout_fn(env, cfg, p, False, True)(state)
+    T, E, n = 30, 3, env.spec.n_agents
+    assert tr["c_x"].shape == (T, E, 1, env.spec.state_dim)
+    assert target.shape == tr["value"].shape == (T, E, 1) and adv.shape == (T, E, n)
+    np.testing.assert_array_equal(adv, jnp.broadcast_to(adv[..., :1], adv.shape))
+    # independent recomputation
+    gs = np.asarray(tr["c_x"][:, :, 0])                       # [T, E, state_dim]
+    reset = np.asarray(tr["reset"][:, :, 0])
+    if recurrent:
+        carry, vals = jnp.zeros((E, 8)), []
+        for t in range(T):
+            carry, v = p.critic.apply(state.critic, carry, gs[t], reset[t])
+            vals.append(v)
+        v = np.stack(vals)
+    else:
+        v = np.asarray(p.critic.apply(state.critic, jnp.zeros((E, 8)), gs, reset)[1])
+    np.testing.assert_allclose(v, tr["value"][..., 0], rtol=1e-5, atol=1e-6)
+    r = np.asarray(tr["reward"]).sum(-1)
+    d = np.asarray(tr["done"][..., 0], np.float32)
+    g_last = jax.vmap(env.global_state)(after.env_state)           # bootstrap V(s_T)
+    v_next = np.asarray(p.critic.apply(state.critic, after.critic_carry[:, 0], g_last,
+                                       after.done[:, 0])[1])
+    gae, want = np.zeros(E), np.zeros((T, E))
+    for t in reversed(range(T)):
+        nxt = v_next if t == T - 1 else v[t + 1]
+        delta = r[t] + 0.99 * nxt * (1 - d[t]) - v[t]
+        gae = delta + 0.99 * 0.95 * (1 - d[t]) * gae
+        want[t] = gae
+    np.testing.assert_allclose(adv[..., 0], want, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(target[..., 0], want + v, rtol=1e-4, atol=1e-4)
+
+
+def test_ep_critic_needs_the_global_state():
+    with pytest.raises(base.ConfigError, match="critic_state"):
+        base.make_config(happo.Config, dict(centralised_critic=False))
+    cfg = base.make_config(happo.Config, dict(centralised_critic=False, critic_state="agent"))
+    assert cfg.critic_state == "agent"
