@@ -83,6 +83,10 @@ NOTES = [
     "MPE episodes here are 25 steps (JaxMARL's scripts run 26: see jaxdiff/envs/jaxmarl.py), "
     "so returns are ~4% smaller in magnitude than JaxMARL's at equal skill.",
     "HAQO/HARL numbers are PettingZoo MPE at 5e6-1e7 steps: compare orderings, not values.",
+    "HAPPO on MPE and MABrax uses HARL's EP critic (one V(s) on the global state, trained on "
+    "the team reward = sum of the agents' rewards, one advantage for all agents; "
+    "`algo.critic_state=ep`, the default); on SMAX per-agent V(s, id) (`critic_state=agent`, "
+    "HARL's SMAC runs use agent-specific FP states).",
     "ant_4x2, why JaxMARL's IPPO stays below random: Brax's Ant charges 0.5*sum(a^2) on the "
     "action it is given while the physics clips it to [-1, 1]; JaxMARL passes unclipped "
     "Gaussian samples (std 1 at init), so it pays for action magnitude that does nothing. "

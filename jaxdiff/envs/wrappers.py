@@ -33,7 +33,10 @@ class EpisodeStatsState:
     last_length: jnp.ndarray  # i32[]
 
 
-class EpisodeStats(Env):
+class Wrapper(Env):
+    """Base of wrappers whose state holds the wrapped env's state as `env_state`: the spec,
+    global state, action mask and adapter-specific helpers pass through unless overridden."""
+
     def __init__(self, env: Env):
         self.env = env
         self.spec = env.spec
@@ -47,6 +50,15 @@ class EpisodeStats(Env):
         if name == "env":
             raise AttributeError(name)
         return getattr(self.env, name)
+
+    def global_state(self, state):
+        return self.env.global_state(state.env_state)
+
+    def action_mask(self, state):
+        return self.env.action_mask(state.env_state)
+
+
+class EpisodeStats(Wrapper):
 
     def reset(self, key):
         obs, env_state = self.env.reset(key)
@@ -74,9 +86,3 @@ class EpisodeStats(Env):
             "terminated": ended & info["terminated"],
         }
         return obs, new_state, reward, done, info
-
-    def global_state(self, state: EpisodeStatsState):
-        return self.env.global_state(state.env_state)
-
-    def action_mask(self, state: EpisodeStatsState):
-        return self.env.action_mask(state.env_state)

@@ -33,6 +33,7 @@ from flax import struct
 from jaxdiff.data import history as hist
 from jaxdiff.envs import registry
 from jaxdiff.envs.base import Env
+from jaxdiff.envs.wrappers import Wrapper
 from jaxdiff.statediff.denoiser import DenoiseFn, Denoiser, denoise_fn
 from jaxdiff.statediff.infer import individual_estimates
 
@@ -44,7 +45,7 @@ class InferredStateEnvState:
     estimate: jax.Array   # f32[n, state_dim], the last ŝ_i
 
 
-class InferredStateObs(Env):
+class InferredStateObs(Wrapper):
     """Wrap `env` so that obs [n, obs_dim] becomes [n, obs_dim + state_dim] = obs_i ⊕ ŝ_i.
 
     f: the denoiser f(τ, y) -> y; hspec: the history encoding it was trained on (its n_agents,
@@ -63,19 +64,11 @@ class InferredStateObs(Env):
                 f"state_diffusion run trained on data collected from this env.")
         if num_steps < 1:
             raise ValueError(f"num_steps={num_steps} must be >= 1")
-        self.env, self.f, self.hspec = env, f, hspec
+        super().__init__(env)
+        self.f, self.hspec = f, hspec
         self.state_dim, self.num_steps, self.sigma_init = state_dim, num_steps, sigma_init
         self.spec = s.replace(obs_dim=s.obs_dim + state_dim,
                               obs_sizes=tuple(o + state_dim for o in s.obs_sizes))
-
-    @property
-    def unwrapped(self) -> Env:
-        return self.env.unwrapped
-
-    def __getattr__(self, name):
-        if name == "env":
-            raise AttributeError(name)
-        return getattr(self.env, name)
 
     def _observe(self, key, window, obs):
         y0 = self.sigma_init * jax.random.normal(key, (self.state_dim,))
@@ -99,12 +92,6 @@ class InferredStateObs(Env):
         window = hist.push(self.hspec, state.history, obs, actions, done[0])
         out, est = self._observe(k_y, window, obs)
         return out, InferredStateEnvState(env_state, window, est), reward, done, info
-
-    def global_state(self, state: InferredStateEnvState):
-        return self.env.global_state(state.env_state)
-
-    def action_mask(self, state: InferredStateEnvState):
-        return self.env.action_mask(state.env_state)
 
 
 def load_denoiser(run_dir: str, member: int = 0):
