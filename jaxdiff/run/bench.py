@@ -91,6 +91,23 @@ def _machine() -> str:
     return f"{platform.node()} {platform.machine()} {os.cpu_count()} cores, {jax.devices()[0].device_kind}"
 
 
+def _row_key(r: dict) -> tuple:
+    return (r["algo"], r["env"], r["seeds"], json.dumps(r.get("env_kwargs") or {}, sort_keys=True))
+
+
+def _merge(path: str, rows: list[dict]) -> list[dict]:
+    """The rows of an earlier table at `path` that this run did not re-measure (a filtered
+    `jaxdiff bench only=...` updates its rows and keeps the others), then the new rows."""
+    try:
+        with open(path) as f:
+            old = json.load(f).get("rows", [])
+    except (OSError, ValueError):
+        old = []
+    new_keys = {_row_key(r) for r in rows}
+    kept = [r for r in old if isinstance(r, dict) and "algo" in r and _row_key(r) not in new_keys]
+    return kept + rows
+
+
 def main(quick: str = "false", only: str = "", seeds: str = "", min_time: str = "5",
          out: str = "bench/results", compile_agents: str = "2,8,17") -> list[dict]:
     quick_b = str(quick).lower() in ("true", "1", "yes")
@@ -113,6 +130,7 @@ def main(quick: str = "false", only: str = "", seeds: str = "", min_time: str = 
             r = measure(algo, env, _overrides(algo, env, over), s, min_time=float(min_time),
                         env_kwargs=env_kw)
             r["env_kwargs"] = env_kw
+            r["measured"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
             base_rate = base_rate or r["env_steps_per_s"]
             r["speedup_vs_1_seed"] = r["env_steps_per_s"] / base_rate
             if ref:
@@ -125,10 +143,11 @@ def main(quick: str = "false", only: str = "", seeds: str = "", min_time: str = 
                   f"{r['env_steps_per_s_per_seed']:,.0f} | {r['speedup_vs_1_seed']:.2f} | {xr} |",
                   flush=True)
     if rows:   # a filter that matched no throughput case leaves the last table in place
-        result = dict(machine=_machine(), jax=jax.__version__, rows=rows)
-        with open(os.path.join(out, "training_throughput.json"), "w") as f:
+        path = os.path.join(out, "training_throughput.json")
+        result = dict(machine=_machine(), jax=jax.__version__, rows=_merge(path, rows))
+        with open(path, "w") as f:
             json.dump(result, f, indent=2)
-        print(f"written: {os.path.join(out, 'training_throughput.json')}")
+        print(f"written: {path}")
     if not only or only in "statediff":
         from jaxdiff.run import bench_statediff
         sd_rows = bench_statediff.main(widths=(256,) if quick_b else (256, 1024, 4096),
