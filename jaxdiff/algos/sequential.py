@@ -122,7 +122,8 @@ def sequential_update(update_agent: Callable, log_prob: Callable, params, opt_st
     """Update the agents one at a time in `order`, carrying the M factor between them.
 
     params, opt_state, data: pytrees with a leading agent axis [n, ...].
-    log_prob(i, params_i, data_i) -> [S]: agent i's log-probability of its own stored actions.
+    log_prob(i, params_i, data_i) -> [S]: agent i's log-probability of its own stored actions
+        (its pre-update value is `data["logp"]` when data has one, e.g. from the rollout).
     update_agent(i, params_i, opt_i, data_i, key) -> (params_i, opt_i, metrics); `data_i` gets
         `logp` (the agent's pre-update log-probs) and `factor` (M from its predecessors).
     order: int32[n]; keys: [n, 2]; factor0: [S] (ones).
@@ -134,7 +135,9 @@ def sequential_update(update_agent: Callable, log_prob: Callable, params, opt_st
         params, opt_state, factor = carry
         i, key = xs
         p_i, o_i, d_i = take_agent(params, i), take_agent(opt_state, i), take_agent(data, i)
-        logp_old = log_prob(i, p_i, d_i)
+        # Agent i has not moved since the rollout, so the log-probs stored then are its
+        # pre-update ones (HARL's buffer `old_action_log_probs`); recompute when none are given.
+        logp_old = d_i["logp"] if "logp" in d_i else log_prob(i, p_i, d_i)
         p_i, o_i, metrics = update_agent(i, p_i, o_i, dict(d_i, logp=logp_old, factor=factor),
                                          key)
         ratio = jnp.exp(log_prob(i, p_i, d_i) - logp_old)
@@ -307,7 +310,7 @@ def make_step(env, config, agent_update: Callable, unroll: bool = False):
         # every agent sees the same scale whatever its position in the order.
         adv_n = (adv - adv.mean()) / (adv.std() + 1e-5)
         agent_major = lambda x: jnp.moveaxis(x, 2, 0)   # [T, E, n, ...] -> [n, T, E, ...]
-        data = {k: agent_major(tr[k]) for k in ("a_x", "mask", "reset", "action")}
+        data = {k: agent_major(tr[k]) for k in ("a_x", "mask", "reset", "action", "logp")}
         data.update(adv=agent_major(adv_n), ca0=jnp.moveaxis(ca0, 1, 0))
 
         key, k_order, k_agents, k_critic = jax.random.split(state.key, 4)

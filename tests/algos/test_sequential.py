@@ -229,3 +229,22 @@ def test_ep_critic_needs_the_global_state():
         base.make_config(happo.Config, dict(centralised_critic=False))
     cfg = base.make_config(happo.Config, dict(centralised_critic=False, critic_state="agent"))
     assert cfg.critic_state == "agent"
+
+
+@pytest.mark.parametrize("recurrent", [False, True])
+def test_rollout_log_probs_are_the_pre_update_log_probs(recurrent):
+    """The sequential update takes agent i's pre-update log-probs from the rollout (agent i has
+    not moved since): they equal a recomputation with its current parameters."""
+    from jaxdiff.algos import mappo
+    env = envs.make("mpe_simple_spread", action_type="continuous")
+    cfg = base.make_config(happo.Config, dict(num_envs=2, num_steps=30, hidden=8,
+                                              recurrent=recurrent, total_steps=100))
+    state = happo.init(jax.random.PRNGKey(1), env, cfg)
+    p = mappo._parts(env, cfg)
+    _, tr, _, _, _ = mappo.rollout_fn(env, cfg, p, False, True)(state)
+    log_prob = sequential.log_prob_fn(p, cfg)
+    for i in range(env.spec.n_agents):
+        d_i = {k: tr[k][:, :, i] for k in ("a_x", "mask", "reset", "action")}
+        d_i["ca0"] = state.actor_carry[:, i]
+        got = log_prob(i, sequential.take_agent(state.actor, i), d_i)
+        np.testing.assert_allclose(got, tr["logp"][:, :, i], rtol=1e-4, atol=1e-4)
