@@ -70,9 +70,15 @@ class State:
 
 @functools.lru_cache(maxsize=4)
 def _load(path: str, history: int, max_rows: int, eval_samples: int):
-    """Host-side arrays of a dataset (cached: init, step and evaluate all need them)."""
+    """Host-side arrays of a dataset (cached: init, step and evaluate all need them). The
+    first call may come from inside a trace (`jax.eval_shape(init)` when a checkpoint is
+    restored in a fresh process), so the reads run eagerly whatever the context."""
     from jaxdiff.data import load_dataset
-    ds = load_dataset(path)
+    with jax.ensure_compile_time_eval():
+        return _load_eager(load_dataset(path), history, max_rows, eval_samples)
+
+
+def _load_eager(ds, history: int, max_rows: int, eval_samples: int):
     h = history or None
     rows = ds.train.agent_rows(h)
     if max_rows:

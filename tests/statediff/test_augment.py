@@ -83,6 +83,8 @@ def denoiser_run(tmp_path_factory):
 
 
 def test_mappo_trains_on_inferred_state_observations(denoiser_run, tmp_path):
+    from jaxdiff.algos import state_diffusion
+    state_diffusion._load.cache_clear()      # as in a fresh process: restore reads the dataset
     env = envs_lib.make("mpe_simple_spread", inferred_state=denoiser_run)
     plain = envs_lib.make("mpe_simple_spread")
     assert env.spec.obs_dim == plain.spec.obs_dim + plain.spec.state_dim
