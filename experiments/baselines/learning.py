@@ -97,6 +97,12 @@ NOTES = [
     "ant_4x2 at 2M: the deterministic evaluation (+723) is at the level of standing still "
     "(+751 ± 431 in ant_ctrl_cost.py), i.e. the policy has learned to stay upright cheaply; the "
     "budget does not show locomotion yet (JaxMARL's paper curve needs ~1e7 steps for ~3500).",
+    "ant_4x2 HA rows (HARL's tuned configs, 300k steps for MAPPO/HAPPO, 100k for HASAC, 4 seeds, "
+    "3-1% of the papers' 1e7): the deterministic evaluations sit at the standing-still level "
+    "(+750, +752, +603); the training-episode returns of the stochastic policies tell them apart: "
+    "HAPPO +396 > MAPPO +364 > HASAC -160 (random -171; HASAC has seen 100k steps). Above random, "
+    "but far too early to check HARL's ordering (HASAC > HAPPO ~ MAPPO at 1e7); `--full` runs "
+    "the papers' budget on a GPU.",
 ]
 # Env options per case (default: the env's own defaults).
 ENV_KW = {k: {"action_type": "continuous"} for k in CASES if k.endswith("_cont")}
