@@ -204,6 +204,7 @@ def main(argv=None) -> int:
             a.set_title(title)
             a.set_xlabel("env steps per seed")
     ax[0].legend()
+    fig.tight_layout()
     save_figure(fig, os.path.join(args.out, "appendix_c.png"))
     return 0
 
