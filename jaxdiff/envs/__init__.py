@@ -17,6 +17,8 @@ from jaxdiff.envs.registry import (
     names,
     options,
     register,
+    register_wrapper,
+    wrapper_options,
 )
 from jaxdiff.envs.mabrax import mabrax_partition
 from jaxdiff.envs.wrappers import EpisodeStats, EpisodeStatsState
@@ -43,6 +45,8 @@ __all__ = [
     "names",
     "options",
     "register",
+    "register_wrapper",
+    "wrapper_options",
 ]
 from jaxdiff.envs import toys  # noqa: E402,F401  (registers coordination_game)
 from jaxdiff.envs import smax_tasks  # noqa: E402,F401  (registers smax_<race>_5v5)

@@ -72,14 +72,19 @@ def _factory(name: str) -> Callable[..., Env]:
 
 
 def options(name: str) -> dict[str, Any]:
-    """The keyword options `name` accepts, with their defaults."""
+    """The env's own keyword options, with their defaults (every env also accepts the wrapper
+    options of `wrapper_options()`, default None)."""
     sig = inspect.signature(_factory(name))
-    own = {
+    return {
         p.name: p.default
         for p in sig.parameters.values()
         if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
     }
-    return {**own, **{n: None for n in _wrapper_options()}}
+
+
+def wrapper_options() -> list[str]:
+    """Options every env accepts through a registered wrapper (e.g. `inferred_state`)."""
+    return _wrapper_options()
 
 
 def _own_options(factory: Callable[..., Env]) -> list[str] | None:

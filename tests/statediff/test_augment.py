@@ -60,6 +60,8 @@ def test_mismatched_denoiser_is_refused():
 
 
 def test_option_errors_are_clear(tmp_path):
+    assert {"inferred_state", "inferred_state_member"} <= set(envs_lib.wrapper_options())
+    assert "inferred_state" not in envs_lib.options("mpe_simple_spread")   # the env's own only
     with pytest.raises(FileNotFoundError, match="no config.json"):
         envs_lib.make("mpe_simple_spread", inferred_state=str(tmp_path))
     with pytest.raises(ValueError, match="Did you mean 'inferred_state'"):
