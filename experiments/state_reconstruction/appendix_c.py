@@ -86,8 +86,8 @@ def train(argv: list[str], run_dir: str, label: str) -> tuple[dict, float]:
 
 def curves(run_dir: str, key: str) -> tuple[np.ndarray, np.ndarray]:
     """(steps [C], values [seeds, C]) of an evaluation metric from metrics.jsonl."""
-    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-        rows = [json.loads(line) for line in f if line.strip()]
+    from jaxdiff.run.logging import read_jsonl
+    rows = read_jsonl(os.path.join(run_dir, "metrics.jsonl"))
     chunks = sorted({r["chunk"] for r in rows})
     seeds = sorted({r["seed"] for r in rows})
     vals = np.full((len(seeds), len(chunks)), np.nan)

@@ -49,7 +49,9 @@ def register_wrapper(option_names, wrap: Callable[[Env, dict], Env]) -> None:
     _WRAPPERS.append((option_names, wrap))
 
 
-def _wrapper_options() -> list[str]:
+def wrapper_options() -> list[str]:
+    """Options every env accepts through a registered wrapper (e.g. `inferred_state`); imports
+    the modules that provide them."""
     import importlib
     for module in sorted(set(_WRAPPER_MODULES.values())):
         importlib.import_module(module)
@@ -82,10 +84,6 @@ def options(name: str) -> dict[str, Any]:
     }
 
 
-def wrapper_options() -> list[str]:
-    """Options every env accepts through a registered wrapper (e.g. `inferred_state`)."""
-    return _wrapper_options()
-
 
 def _own_options(factory: Callable[..., Env]) -> list[str] | None:
     """The factory's keyword options (None when it takes **kwargs)."""
@@ -99,7 +97,7 @@ def _check_kwargs(name: str, factory: Callable[..., Env], kw: Mapping[str, Any])
     own = _own_options(factory)
     if own is None or all(k in own for k in kw):
         return
-    allowed = own + _wrapper_options()
+    allowed = own + wrapper_options()
     for key, value in kw.items():
         if key not in allowed:
             close = difflib.get_close_matches(key, allowed, n=1)
@@ -119,7 +117,7 @@ def make(name: str, **kw) -> Env:
                   if (k not in own if own is not None else k in _WRAPPER_MODULES)}
     env = factory(**{k: v for k, v in kw.items() if k not in wrapper_kw})
     if wrapper_kw:
-        _wrapper_options()  # imports the modules that provide them
+        wrapper_options()  # imports the modules that provide them
         for names_, wrap in _WRAPPERS:
             opts = {n: wrapper_kw.get(n) for n in names_}
             if any(v is not None for v in opts.values()):

@@ -42,7 +42,6 @@ from jaxdiff.statediff.infer import individual_estimates
 class InferredStateEnvState:
     env_state: Any
     history: jax.Array    # f32[n, H, block], the agents' windows τ (most recent first)
-    estimate: jax.Array   # f32[n, state_dim], the last ŝ_i
 
 
 class InferredStateObs(Wrapper):
@@ -73,7 +72,7 @@ class InferredStateObs(Wrapper):
     def _observe(self, key, window, obs):
         y0 = self.sigma_init * jax.random.normal(key, (self.state_dim,))
         est = individual_estimates(self.f, hist.encode(self.hspec, window), y0, self.num_steps)
-        return jnp.concatenate([obs, est.astype(obs.dtype)], axis=-1), est
+        return jnp.concatenate([obs, est.astype(obs.dtype)], axis=-1)   # ŝ_i: obs[:, obs_dim:]
 
     def reset(self, key):
         k_env, k_y = jax.random.split(key)
@@ -82,16 +81,15 @@ class InferredStateObs(Wrapper):
                               else (self.spec.n_agents, self.spec.act_dim),
                               jnp.int32 if self.spec.discrete else jnp.float32)
         window = hist.push(self.hspec, hist.init(self.hspec), obs, no_action, True)
-        out, est = self._observe(k_y, window, obs)
-        return out, InferredStateEnvState(env_state, window, est)
+        return self._observe(k_y, window, obs), InferredStateEnvState(env_state, window)
 
     def step(self, key, state: InferredStateEnvState, actions):
         k_env, k_y = jax.random.split(key)
         obs, env_state, reward, done, info = self.env.step(k_env, state.env_state, actions)
         # After an episode end the env has auto-reset: `obs` starts a new episode.
         window = hist.push(self.hspec, state.history, obs, actions, done[0])
-        out, est = self._observe(k_y, window, obs)
-        return out, InferredStateEnvState(env_state, window, est), reward, done, info
+        out = self._observe(k_y, window, obs)
+        return out, InferredStateEnvState(env_state, window), reward, done, info
 
 
 def load_denoiser(run_dir: str, member: int = 0):
