@@ -33,9 +33,11 @@ sweep: install
 bench: install
 	$(VENV)/bin/jaxdiff bench $(ARGS)
 
+# ruff (pyflakes-level checks) and the import contracts of the design's dependency rule
+# (pyproject.toml [tool.importlinter]); both tools are pinned in requirements.lock.
 lint: install
-	$(PY) -m pip install -q ruff
 	$(VENV)/bin/ruff check jaxdiff tests experiments
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -7,7 +7,11 @@ JaxMARL's users), and its `make_train` is timed with the same config as ours.
 
     python experiments/baselines/compare_jaxmarl.py --jaxmarl /path/to/JaxMARL [--updates 30]
 
-Prints a table (compile s, steady env-steps/s, ratio) and writes results/compare_jaxmarl.json.
+Prints a table and writes results/compare_jaxmarl.json. The headline ratio is at equal placement:
+both programs on one device (`speedup_equal_placement`) and, with several seeds, both with the
+seeds split over every device (`speedup_equal_placement_mesh`). What jaxdiff's runner adds by
+splitting a lone seed's envs over idle devices, which JaxMARL's scripts cannot do, is a separate,
+labelled column. The script checks that both programs do the same env steps per update.
 """
 from __future__ import annotations
 
@@ -25,7 +29,8 @@ import jax.numpy as jnp
 
 from jaxdiff import envs as envs_lib
 from jaxdiff.algos import base as algos
-from jaxdiff.run import parallel, runner
+from jaxdiff import parallel
+from jaxdiff.run import runner
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -104,39 +109,65 @@ def run_case(name: str, jaxmarl_dir: str, updates: int, seeds: int) -> dict:
     else:
         train = mod.make_train(dict(jm_cfg))
     keys = jax.random.split(jax.random.PRNGKey(0), seeds)
-    jm_compile, jm_wall = _time_program(jax.vmap(train), keys)
-    # jaxdiff's runner splits the seeds over the devices (one XLA host device per core on a
-    # CPU-only machine). JaxMARL's scripts run on one device; for a fair reading the same
-    # placement is also timed for JaxMARL's program ("JaxMARL + mesh").
-    sharding = runner.ensemble_sharding(seeds)
-    keys = runner.place(keys, sharding)
-    jm_mesh_wall = _time_program(jax.vmap(train), keys)[1] if sharding is not None else jm_wall
-
     algorithm = algos.get(algo)
     env = envs_lib.make(env_name)
-    config = algos.make_config(algorithm.Config, dict(over, total_steps=per_update * updates))
+    config = algos.make_config(algorithm.Config, over)
+    ours_per_update = algorithm.env_steps_per_iter(config, env)
+    if ours_per_update != per_update:
+        raise AssertionError(f"{name}: JaxMARL's update consumes {per_update} env steps, "
+                             f"jaxdiff's {ours_per_update}; the comparison needs equal work.")
     hp = jax.tree.map(lambda x: jnp.stack([jnp.asarray(x)] * seeds), config)
-    step = algorithm.step(env, config)
-    # Our runner's placement: seeds over devices, and a lone seed's envs over idle devices
-    # where the env asks for it (MABrax; `runner.member_sharding`).
+    step = algorithm.step(env, config, iterations=updates)
+
+    def jaxdiff_program(sharding):
+        chunk = runner.make_chunk(lambda s, _: step(s), updates, sharding)
+
+        def ours(k):
+            state = jax.vmap(lambda kk, c: algorithm.init(kk, env, c))(k, hp)
+            return chunk(state, None)[1]
+
+        with parallel.env_parallel(None if sharding is None else sharding.mesh):
+            return _time_program(ours, runner.place(keys, sharding))
+
+    # Equal placement, the headline: both programs on one device; and, where the seeds can be
+    # split, both with the seeds over every device (what JaxMARL gets from the same mesh).
+    jm_compile, jm_wall = _time_program(jax.vmap(train), keys)
+    jd_compile, jd_wall = jaxdiff_program(None)
+    mesh = runner.ensemble_sharding(seeds)            # seeds over devices, no env split
+    if mesh is not None:
+        jm_mesh_wall = _time_program(jax.vmap(train), runner.place(keys, mesh))[1]
+        jd_mesh_wall = jaxdiff_program(mesh)[1]
+    # What jaxdiff's runner does by default (`runner.member_sharding`): a lone seed's envs split
+    # over idle devices where the env asks for it. JaxMARL's scripts cannot do this; labelled
+    # separately.
     ours_sharding = runner.member_sharding(algorithm, env, config, seeds)
-    chunk = runner.make_chunk(lambda s, _: step(s), updates, ours_sharding)
-
-    def ours(k):
-        state = jax.vmap(lambda kk, c: algorithm.init(kk, env, c))(k, hp)
-        return chunk(state, None)[1]
-
-    with parallel.env_parallel(None if ours_sharding is None else ours_sharding.mesh):
-        jd_compile, jd_wall = _time_program(ours, runner.place(keys, ours_sharding))
+    split = ours_sharding is not None and dict(ours_sharding.mesh.shape).get("data", 1) > 1
+    jd_runner_wall = jaxdiff_program(ours_sharding)[1] if split else None
     steps = per_update * updates * seeds
     row = dict(case=name, seeds=seeds, updates=updates, env_steps=steps,
+               env_steps_per_update=per_update, devices_available=len(jax.devices()),
                jaxmarl_compile_s=jm_compile, jaxdiff_compile_s=jd_compile,
-               devices=1 if sharding is None else sharding.mesh.size,
-               jaxdiff_devices=1 if ours_sharding is None else ours_sharding.mesh.size,
                jaxmarl_env_steps_per_s=steps / jm_wall, jaxdiff_env_steps_per_s=steps / jd_wall,
-               jaxmarl_mesh_env_steps_per_s=steps / jm_mesh_wall,
-               speedup=jm_wall / jd_wall, speedup_vs_jaxmarl_mesh=jm_mesh_wall / jd_wall)
+               speedup_equal_placement=jm_wall / jd_wall, placement="1 device each")
+    if mesh is not None:
+        row.update(mesh_devices=mesh.mesh.size,
+                   jaxmarl_mesh_env_steps_per_s=steps / jm_mesh_wall,
+                   jaxdiff_mesh_env_steps_per_s=steps / jd_mesh_wall,
+                   speedup_equal_placement_mesh=jm_mesh_wall / jd_mesh_wall)
+    if jd_runner_wall is not None:
+        row.update(jaxdiff_env_split_devices=ours_sharding.mesh.size,
+                   jaxdiff_env_split_env_steps_per_s=steps / jd_runner_wall,
+                   speedup_with_env_split_vs_jaxmarl_1_device=jm_wall / jd_runner_wall)
     return row
+
+
+def _commit() -> str:
+    import subprocess
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, cwd=HERE).stdout.strip()
+    except OSError:
+        return "unknown"
 
 
 def main():
@@ -150,23 +181,32 @@ def main():
     if not os.path.isdir(os.path.join(args.jaxmarl, "baselines")):
         sys.exit(f"--jaxmarl {args.jaxmarl}: no baselines/ folder there; pass a JaxMARL checkout.")
     rows = []
-    print("| case | seeds | devices (mesh / jaxdiff) | JaxMARL env-steps/s | JaxMARL + mesh | jaxdiff env-steps/s "
-          "| ratio | ratio vs JaxMARL + mesh | compile JaxMARL / jaxdiff s |")
+    print("| case | seeds | JaxMARL env-steps/s (1 dev) | jaxdiff (1 dev) | ratio, equal placement "
+          "| JaxMARL / jaxdiff, seeds over the mesh | ratio, mesh | jaxdiff + env split "
+          "(separate) | compile JaxMARL / jaxdiff s |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name in args.cases.split(","):
         for s in (int(x) for x in args.seeds.split(",")):
             r = run_case(name, args.jaxmarl, args.updates, s)
             rows.append(r)
-            print(f"| {name} | {s} | {r['devices']} / {r['jaxdiff_devices']} | "
-                  f"{r['jaxmarl_env_steps_per_s']:,.0f} | "
-                  f"{r['jaxmarl_mesh_env_steps_per_s']:,.0f} | "
-                  f"{r['jaxdiff_env_steps_per_s']:,.0f} | {r['speedup']:.2f} | "
-                  f"{r['speedup_vs_jaxmarl_mesh']:.2f} | "
+            mesh = (f"{r['jaxmarl_mesh_env_steps_per_s']:,.0f} / "
+                    f"{r['jaxdiff_mesh_env_steps_per_s']:,.0f} | "
+                    f"{r['speedup_equal_placement_mesh']:.2f}"
+                    if "speedup_equal_placement_mesh" in r else "- | -")
+            split = (f"{r['jaxdiff_env_split_env_steps_per_s']:,.0f} "
+                     f"({r['speedup_with_env_split_vs_jaxmarl_1_device']:.2f}x JaxMARL)"
+                     if "jaxdiff_env_split_env_steps_per_s" in r else "-")
+            print(f"| {name} | {s} | {r['jaxmarl_env_steps_per_s']:,.0f} | "
+                  f"{r['jaxdiff_env_steps_per_s']:,.0f} | {r['speedup_equal_placement']:.2f} | "
+                  f"{mesh} | {split} | "
                   f"{r['jaxmarl_compile_s']:.1f} / {r['jaxdiff_compile_s']:.1f} |", flush=True)
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "compare_jaxmarl.json"), "w") as f:
         json.dump(dict(machine=f"{os.cpu_count()} cores, {jax.devices()[0].device_kind}",
-                       jax=jax.__version__, rows=rows), f, indent=2)
+                       jax=jax.__version__, command=" ".join(sys.argv),
+                       commit=_commit(), measured=time.strftime("%Y-%m-%d %H:%M UTC",
+                                                                 time.gmtime()),
+                       rows=rows), f, indent=2)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ import numpy as np
 
 import jaxdiff.envs.toys  # noqa: F401  (registers coordination_game)
 from jaxdiff import envs
-from jaxdiff.algos import base, mappo, sequential
+from jaxdiff.algos import base, onpolicy, sequential
 from jaxdiff.envs.toys.coordination import expected_reward
 from jaxdiff.nets.agents import apply_agents
 
@@ -103,11 +103,13 @@ def with_start_policy(actor):
 
 
 def action_probs(env, config, actor):
-    p = mappo._parts(env, config)
     n = env.spec.n_agents
     obs, _ = env.reset(jax.random.PRNGKey(0))
-    x = mappo._actor_in(config, obs, 0, n)
-    _, out = apply_agents(p.actor, actor, config.shared_params, jnp.zeros((n, config.hidden)), x,
+    # the policy at the game's one observation (per-agent actors unless MAPPO shares them)
+    p = onpolicy.parts(env, config, actor_shared=getattr(config, "shared_params", False),
+                       critic_shared=True)
+    x = onpolicy.actor_in(config, p, obs, 0)
+    _, out = apply_agents(p.actor, actor, p.actor_shared, jnp.zeros((n, config.hidden)), x,
                           jnp.zeros((n,), bool))
     return jax.nn.softmax(out[0], axis=-1)
 
@@ -117,7 +119,7 @@ def train_curve(algo: str, overrides: dict, iters: int, seeds: int):
     alg = base.get(algo)
     env = envs.make("coordination_game")
     config = base.make_config(alg.Config, overrides)
-    step = alg.step(env, config)
+    step = alg.step(env, config, iterations=iters)
 
     def one(key):
         state = alg.init(key, env, config)

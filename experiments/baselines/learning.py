@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxdiff import envs as envs_lib
-from jaxdiff.cli import compose
+from jaxdiff.config import compose
 from jaxdiff.run import runner
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -62,7 +62,7 @@ def _finished(run_dir: str) -> dict | None:
 
 
 def train(argv: list[str], run_dir: str, label: str) -> tuple[dict, float]:
-    from jaxdiff.cli import _spec, compose
+    from jaxdiff.config import compose, run_spec
     from jaxdiff.run import runner
 
     done = _finished(run_dir)
@@ -74,7 +74,7 @@ def train(argv: list[str], run_dir: str, label: str) -> tuple[dict, float]:
             with open(wall_path) as f:
                 wall = json.load(f)["wall_s"]
         return done, wall
-    spec = _spec(compose(argv + ["progress=false"]))
+    spec = run_spec(compose(argv + ["progress=false"]))
     log(f"{label}: {spec.algo}, {spec.seeds} seed(s) x {spec.total_steps:,} steps -> {run_dir}")
     t = time.time()
     summary = runner.train(spec, run_dir, progress=True)
@@ -123,13 +123,14 @@ def main(argv=None) -> int:
 
     # 2. data from its seed 0
     from jaxdiff.data import collect as col
+    from jaxdiff.run.policy import run_policy
     from jaxdiff.data import dataset as ds_lib
     data_dir = os.path.join(root, "data")
     try:
         ds_lib.load_meta(data_dir)
         log(f"dataset: reusing {data_dir}")
     except ds_lib.DatasetError:
-        policy, env, spec = col.run_policy(base_dir)
+        policy, env, spec = run_policy(base_dir)
         log(f"dataset: {cfg['samples']:,} joint samples, H=5 -> {data_dir}")
         t = time.time()
         col.collect(env, policy, data_dir, samples=cfg["samples"],

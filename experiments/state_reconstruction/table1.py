@@ -181,7 +181,7 @@ def setting_name(s: dict) -> str:
 # ----------------------------------------------------------------------------- stage 1
 def train_policy(sc: Scale, name: str, cfg: dict, root: str) -> dict:
     """MAPPO on the runner for one collection config; reuses a finished run dir."""
-    from jaxdiff.cli import _spec, compose
+    from jaxdiff.config import compose, run_spec
     from jaxdiff.run import runner
 
     run_dir = os.path.join(root, "policies", f"mappo_{name}")
@@ -196,7 +196,7 @@ def train_policy(sc: Scale, name: str, cfg: dict, root: str) -> dict:
                         **_policy_info(summary))
     argv = ["algo=mappo", f"env={RACE_ENV[cfg['race']]}", f"env.sight_range={cfg['sight']}",
             "progress=false"] + [f"{k}={v}" for k, v in sc.mappo.items()]
-    spec = _spec(compose(argv))
+    spec = run_spec(compose(argv))
     log(f"policy {name}: MAPPO {spec.total_steps:,} steps -> {run_dir}")
     t = time.time()
     summary = runner.train(spec, run_dir, progress=True)
@@ -217,6 +217,7 @@ def _policy_info(summary: dict) -> dict:
 def collect_dataset(sc: Scale, name: str, cfg: dict, root: str, policy_dir: str | None) -> dict:
     from jaxdiff import envs as envs_lib
     from jaxdiff.data import collect as col
+    from jaxdiff.run.policy import run_policy
     from jaxdiff.data import dataset as ds_lib
 
     out = os.path.join(root, name)
@@ -238,7 +239,7 @@ def collect_dataset(sc: Scale, name: str, cfg: dict, root: str, policy_dir: str 
         env = envs_lib.make(env_name, **env_kwargs)
         policy = col.random_policy(env)
     else:
-        policy, env, spec = col.run_policy(policy_dir)
+        policy, env, spec = run_policy(policy_dir)
         env_name, env_kwargs = spec.env, dict(spec.env_kwargs)
     log(f"dataset {name}: {policy.name} policy, {cfg['samples']:,} train joint samples, "
         f"H={cfg['history']} -> {out}")
@@ -660,7 +661,7 @@ def write_outputs(sc: Scale, results: dict, out_dir: str) -> dict:
 # ----------------------------------------------------------------------------- main
 def plan(sc: Scale) -> int:
     """Print what `--scale` would run, after validating every config (nothing compiles)."""
-    from jaxdiff.cli import _spec, compose
+    from jaxdiff.config import compose, run_spec
     from jaxdiff.run import runner
 
     print(f"scale {sc.name}: {sc.seeds} seed(s), {sc.steps:,} Adam steps x "
@@ -669,7 +670,7 @@ def plan(sc: Scale) -> int:
         if sc.policy == "mappo":
             argv = ["algo=mappo", f"env={RACE_ENV[cfg['race']]}",
                     f"env.sight_range={cfg['sight']}"] + [f"{k}={v}" for k, v in sc.mappo.items()]
-            spec = _spec(compose(argv))
+            spec = run_spec(compose(argv))
             runner.prepare(spec)
             a = spec.algo_overrides
             pol = (f"MAPPO {spec.total_steps:,} steps ({a['num_envs']} envs x "

@@ -1,6 +1,9 @@
-"""Algorithms: each module registers itself; `get(name)` loads the built-in ones."""
-from jaxdiff.algos.base import (Algorithm, ConfigError, UnknownAlgorithmError, get, make_config,
-                                names, register)
+"""Algorithms: each module registers itself; `get(name)` loads the built-in ones.
 
-__all__ = ["Algorithm", "ConfigError", "UnknownAlgorithmError", "get", "make_config", "names",
-           "register"]
+Algorithm modules are peers and never import each other; what several need lives in the shared
+modules `base` (the contract), `onpolicy`, `offpolicy`, `sequential` and `returns`."""
+from jaxdiff.algos.base import (Algorithm, ConfigError, EpisodeSums, UnknownAlgorithmError, get,
+                                make_config, names, register)
+
+__all__ = ["Algorithm", "ConfigError", "EpisodeSums", "UnknownAlgorithmError", "get",
+           "make_config", "names", "register"]

@@ -1,14 +1,26 @@
 """The algorithm contract, its registry, and typed configs with validation.
 
-An algorithm is four pure pieces (see DESIGN.md):
+This is the one place the contract is written down. An algorithm is a few pure functions
+bundled in an `Algorithm` (keyword-only fields, see its docstring) and registered by name:
 
-    Config                      flax.struct dataclass; static fields (shapes, counts) are
-                                `pytree_node=False`, dynamic ones (floats) are leaves, so a
-                                batch of configs is itself a pytree that sweeps vmap over.
-    init(key, env, config)      -> State (a pytree; it carries `hp`, the dynamic config)
-    step(env, config)           -> fn(State) -> (State, metrics: dict of scalars)
-    act(config, state, obs, carry, mask, key, deterministic) -> (actions, carry)
-    init_carry(config, env)     -> recurrent carry of ONE env ([n_agents, ...]); {} if none
+    Config                       flax.struct dataclass; static fields (shapes, counts) are
+                                 `pytree_node=False` (`static(...)`), dynamic ones (floats) are
+                                 leaves (`dynamic(...)`), so a batch of configs is itself a
+                                 pytree that sweeps vmap over.
+    init(key, env, config)       -> State (a pytree; it carries `hp`, the config as arrays)
+    step(env, config, *, iterations)
+                                 -> fn(State) -> (State, metrics); `iterations` is the number of
+                                 steps the run will take (for schedules), passed by the runner
+    act(config, env, state, obs, carry, mask, key, *, deterministic)
+                                 -> (actions, carry) for ONE env: obs [n, obs_dim], mask
+                                 [n, act_dim], carry as `init_carry` returns it
+    init_carry(config, env)      -> recurrent carry of ONE env ([n_agents, ...]); {} if none
+    env_steps_per_iter(config, env) -> how many env transitions (or samples) one step consumes
+
+Metrics declare their kind by type: a plain scalar array is a per-iteration value (averaged over
+a chunk), an `EpisodeSums` holds sums over the episodes that ended (pooled over a chunk into
+train_return, train_length, train_win_rate, train_episodes), and evaluation metrics are what
+`evaluate` returns.
 
 `step` must read dynamic hyper-parameters from `state.hp`, never from the closed-over
 config, otherwise a vmapped sweep would silently train every grid point with one value.
@@ -17,8 +29,10 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib
 from typing import Any, Callable
 
+import jax
 from flax import struct
 
 
@@ -114,34 +128,80 @@ def config_to_dict(config) -> dict[str, Any]:
     return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
 
 
-@dataclasses.dataclass(frozen=True)
+@struct.dataclass
+class EpisodeSums:
+    """Sums over the episodes that ended during one training iteration (a metric kind: the
+    runner pools them over a chunk and divides by `count`)."""
+    count: jax.Array
+    return_sum: jax.Array
+    length_sum: jax.Array
+    won_sum: jax.Array
+
+    @classmethod
+    def of(cls, info) -> "EpisodeSums":
+        """From the episode-statistics wrapper's info, leaves [T, n_envs] (or any shape)."""
+        ended = info["returned_episode"].astype(jax.numpy.float32)
+        return cls(count=ended.sum(), return_sum=(info["episode_return"] * ended).sum(),
+                   length_sum=(info["episode_length"] * ended).sum(),
+                   won_sum=(info["won"] * ended).sum())
+
+
+def _no_carry(config, env):
+    return {}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class Algorithm:
+    """A registered algorithm (see the module docstring for each function's signature).
+
+    Required: name, Config, init, step, act, env_steps_per_iter.
+    Optional:
+      init_carry     recurrent carry of one env (default: none)
+      action_types   the action types it supports ("discrete", "continuous")
+      doc            one line for `jaxdiff list`
+      evaluate       (config, env) -> evaluate(state, key[, data]) -> dict of scalars for ONE
+                     ensemble member, replacing the runner's env-rollout evaluation (offline or
+                     supervised algorithms: e.g. PSNR on a held-out set)
+      score          the evaluation metric summaries rank by
+      unit           what `env_steps_per_iter` counts, singular ("env-step", or "sample" for an
+                     algorithm trained from a dataset); the progress bar's unit
+      data           (config, env) -> pytree of read-only arrays (an offline dataset), loaded once
+                     on the host and passed, un-vmapped and un-checkpointed, as a second argument
+                     to the step function (`step(...)(state, data)`) and to `evaluate(...)(state,
+                     key, data)`. Large arrays must come in this way: closed over, jit would embed
+                     them in the program.
+      env_split      (config, env) -> size of the env axis the step can split over devices (its
+                     env-batched arrays pass through `jaxdiff.parallel.shard_envs`); the runner
+                     uses it when an ensemble has fewer members than devices.
+    """
     name: str
     Config: type
     init: Callable
     step: Callable
     act: Callable
-    init_carry: Callable
-    env_steps_per_iter: Callable  # (config, env) -> env transitions consumed by one `step`
+    env_steps_per_iter: Callable
+    init_carry: Callable = _no_carry
     action_types: tuple[str, ...] = ("discrete", "continuous")
     doc: str = ""
-    # Optional: (config, env) -> evaluate(state, key) -> dict of scalars for ONE ensemble member,
-    # replacing the runner's env-rollout evaluation (offline/supervised algorithms: e.g. PSNR on a
-    # held-out set). `score` names the metric summaries rank by, `step_unit` what
-    # `env_steps_per_iter` counts (env steps, or samples for an algorithm trained from a dataset).
     evaluate: Callable | None = None
     score: str = "eval_return"
-    step_unit: str = "env-steps"
-    # Optional: (config, env) -> pytree of read-only arrays (an offline dataset), loaded once on
-    # the host and passed, un-vmapped and un-checkpointed, as a second argument to the step
-    # function (`step(env, config)(state, data)`) and to `evaluate(...)(state, key, data)`.
-    # Large arrays must come in this way: closed over, jit would embed them in the program.
+    unit: str = "env-step"
     data: Callable | None = None
-    # Optional: (config, env) -> size of the env axis the step can split over devices (its
-    # env-batched arrays pass through `jaxdiff.run.parallel.shard_envs`). The runner uses it when
-    # an ensemble has fewer members than devices (one seed on a multi-core CPU or multi-GPU host).
     env_split: Callable | None = None
 
+
+# The built-in algorithms: name -> the module that registers it, imported on first use (so
+# `import jaxdiff` loads none of them and algorithm modules never import each other).
+BUILTIN = {
+    "mappo": "jaxdiff.algos.mappo",
+    "ippo": "jaxdiff.algos.mappo",
+    "happo": "jaxdiff.algos.happo",
+    "haa2c": "jaxdiff.algos.haa2c",
+    "hatrpo": "jaxdiff.algos.hatrpo",
+    "hasac": "jaxdiff.algos.hasac",
+    "qmix": "jaxdiff.algos.qmix",
+    "state_diffusion": "jaxdiff.algos.state_diffusion",
+}
 
 _REGISTRY: dict[str, Algorithm] = {}
 
@@ -150,23 +210,27 @@ class UnknownAlgorithmError(ValueError):
     pass
 
 
-def register(name: str, algorithm: Algorithm) -> Algorithm:
-    _REGISTRY[name] = algorithm
+def register(algorithm: Algorithm) -> Algorithm:
+    """Make `algorithm` available by `algorithm.name` (`get`, `jaxdiff train algo=<name>`)."""
+    if not isinstance(algorithm, Algorithm):
+        raise TypeError(f"register() takes an Algorithm, got {type(algorithm).__name__}.")
+    _REGISTRY[algorithm.name] = algorithm
     return algorithm
 
 
 def names() -> list[str]:
-    _load_builtin()
-    return sorted(_REGISTRY)
+    return sorted(set(_REGISTRY) | set(BUILTIN))
 
 
 def get(name: str) -> Algorithm:
-    _load_builtin()
+    if name not in _REGISTRY and name in BUILTIN:
+        importlib.import_module(BUILTIN[name])
     if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
+        valid = names()
+        close = difflib.get_close_matches(name, valid, n=1)
         hint = f" Did you mean `{close[0]}`?" if close else ""
         raise UnknownAlgorithmError(f"Unknown algorithm `{name}`.{hint} "
-                                    f"Valid algorithms: {', '.join(sorted(_REGISTRY))}.")
+                                    f"Valid algorithms: {', '.join(valid)}.")
     return _REGISTRY[name]
 
 
@@ -176,19 +240,3 @@ def check_action_type(algorithm: Algorithm, spec) -> None:
         raise ConfigError(f"Algorithm `{algorithm.name}` does not support {kind} actions "
                           f"(env `{spec.name}`); it supports: {', '.join(algorithm.action_types)}. "
                           f"Pick another env or set `env.action_type`.")
-
-
-_LOADED = False
-
-
-def _load_builtin():
-    global _LOADED
-    if _LOADED:
-        return
-    _LOADED = True
-    # Importing a module registers its algorithm(s).
-    from jaxdiff.algos import mappo  # noqa: F401
-    from jaxdiff.algos import haa2c, happo, hatrpo  # noqa: F401
-    from jaxdiff.algos import qmix  # noqa: F401
-    from jaxdiff.algos import hasac  # noqa: F401
-    from jaxdiff.algos import state_diffusion  # noqa: F401

@@ -6,9 +6,11 @@ epoch's gradient is exactly A2C's, later ones are importance weighted. Defaults:
 """
 from __future__ import annotations
 
+import functools
+
 from flax import struct
 
-from jaxdiff.algos import happo, mappo, sequential
+from jaxdiff.algos import onpolicy, sequential
 from jaxdiff.algos.base import Algorithm, dynamic, register, static
 
 
@@ -19,18 +21,18 @@ class Config(sequential.Config):
     ent_coef: float = dynamic(0.01, lo=0.0)
 
 
-def init(key, env, config: Config):
-    return sequential.init(key, env, config)
+init = sequential.init
+act = sequential.act
 
 
-def step(env, config: Config):
-    def unclipped(p, config, hp, lr):
-        return happo.policy_update(p, config, hp, lr, clipped=False)
-    return sequential.make_step(env, config, unclipped)
+def step(env, config: Config, *, iterations: int = 1):
+    unclipped = functools.partial(sequential.surrogate_update, clipped=False)
+    return sequential.make_step(env, config, unclipped, iterations=iterations)
 
 
-register("haa2c", Algorithm(
-    "haa2c", Config, init, step, mappo.act, mappo.init_carry, mappo.env_steps_per_iter,
+register(Algorithm(
+    name="haa2c", Config=Config, init=init, step=step, act=act,
+    init_carry=onpolicy.init_carry, env_steps_per_iter=onpolicy.env_steps_per_iter,
     env_split=sequential.env_split,
     doc="HAA2C: sequential per-agent advantage actor-critic with the M advantage factor, "
         "per-agent actors, centralised critic, FF/GRU, discrete+continuous"))

@@ -49,22 +49,20 @@ from __future__ import annotations
 
 from typing import Any
 
-import flashbax as fbx
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import struct
-from flax.linen.initializers import variance_scaling, zeros_init
 
-from jaxdiff.algos import common, sequential
-from jaxdiff.algos.base import Algorithm, ConfigError, dynamic, register, static
+from jaxdiff import optim
+from jaxdiff.algos import offpolicy, sequential
+from jaxdiff.algos.base import Algorithm, ConfigError, EpisodeSums, dynamic, register, static
+from jaxdiff.algos.returns import ValueNorm, huber
 from jaxdiff.nets import distributions as D
+from jaxdiff.nets import policies
 from jaxdiff.nets.agents import apply_agents, init_agents
+from jaxdiff.nets.critics import QNet, apply_twin, init_twin, joint_input
 from jaxdiff.nets.mlp import ACTIVATIONS
-
-LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
 
 
 # ----------------------------------------------------------------------------- config
@@ -91,7 +89,6 @@ class Config:
     discrete_grad: str = static("expected", choices=("expected", "gumbel"),
                                 doc="discrete actor gradient: exact expectation over the "
                                     "agent's categorical, or straight-through Gumbel (HARL)")
-    total_steps: int = static(0, lo=0, doc="set by the runner (unused)")
     lr: float = dynamic(5e-4, lo=0.0, doc="actor learning rate")
     critic_lr: float = dynamic(5e-4, lo=0.0)
     alpha: float = dynamic(1e-3, lo=0.0, doc="temperature (initial value when auto_alpha)")
@@ -112,47 +109,13 @@ class Config:
 
 
 # ----------------------------------------------------------------------------- networks
-def linear(features, gain=1.0):
-    """torch.nn.Linear's default weights, U(+-gain / sqrt(fan_in)), as HARL's PlainMLP (its HASAC
-    actor and critics); zero biases."""
-    return nn.Dense(features, kernel_init=variance_scaling(gain ** 2 / 3, "fan_in", "uniform"),
-                    bias_init=zeros_init())
-
-
-class Actor(nn.Module):
-    """HARL's PlainMLP (ReLU hidden layers, tanh on the last) and a Gaussian or logits head."""
-    act_dim: int
-    discrete: bool
-    hidden: int
-    layers: int
-    activation: str
-
-    @nn.compact
-    def __call__(self, x):
-        for layer in range(self.layers):
-            x = linear(self.hidden)(x)
-            x = jnp.tanh(x) if layer == self.layers - 1 else ACTIVATIONS[self.activation](x)
-        if self.discrete:
-            return (linear(self.act_dim, 0.01)(x),)      # near-uniform start (HARL: gain 0.01)
-        log_std = jnp.clip(linear(self.act_dim)(x), LOG_STD_MIN, LOG_STD_MAX)
-        return linear(self.act_dim)(x), log_std
-
-
-class QNet(nn.Module):
-    """Q(s, a_joint): input concat(global state, every agent's action), HARL's ContinuousQNet."""
-    hidden: int
-    layers: int
-    activation: str
-
-    @nn.compact
-    def __call__(self, x):
-        for _ in range(self.layers):
-            x = ACTIVATIONS[self.activation](linear(self.hidden)(x))
-        return linear(1)(x)[..., 0]
+# Actor: HARL's PlainMLP with a Gaussian (state-dependent log-std) or logits head
+# (`nets.policies.PlainPolicyNet`); critics: twin `nets.critics.QNet` on concat(global state,
+# every agent's action), HARL's ContinuousQNet.
 
 
 class _Parts(struct.PyTreeNode):
-    actor: Actor = struct.field(pytree_node=False)
+    actor: policies.PlainPolicyNet = struct.field(pytree_node=False)
     critic: QNet = struct.field(pytree_node=False)
     buffer: Any = struct.field(pytree_node=False)
     n: int = struct.field(pytree_node=False)
@@ -162,57 +125,31 @@ class _Parts(struct.PyTreeNode):
     low: Any = struct.field(pytree_node=False)          # np [A]
     high: Any = struct.field(pytree_node=False)
     target_entropy: Any = struct.field(pytree_node=False)   # np [n], times target_entropy_scale
-    team_reward: Any = struct.field(pytree_node=False)
 
 
 def _parts(env, config):
     spec = env.spec
     sizes = np.asarray(spec.act_sizes)
-    dim_mask = (np.arange(spec.act_dim)[None, :] < sizes[:, None]).astype(np.float32)
     box = lambda b: np.broadcast_to(np.asarray(b, np.float32), (spec.act_dim,))
     target = 0.98 * np.log(sizes) if spec.discrete else -sizes.astype(np.float64)
-    buffer = fbx.make_trajectory_buffer(
-        add_batch_size=config.num_envs, sample_batch_size=config.batch_size,
-        sample_sequence_length=config.n_step + 1, period=1,
-        min_length_time_axis=config.n_step + 1,
-        max_length_time_axis=config.buffer_size // config.num_envs)
-    return _Parts(Actor(spec.act_dim, spec.discrete, config.hidden, config.layers,
-                        config.activation),
+    buffer = offpolicy.trajectory_buffer(num_envs=config.num_envs, batch_size=config.batch_size,
+                                         n_step=config.n_step, buffer_size=config.buffer_size)
+    return _Parts(policies.PlainPolicyNet(spec.act_dim, spec.discrete, config.hidden,
+                                          config.layers, config.activation),
                   QNet(config.hidden, config.layers, config.activation),
-                  buffer, spec.n_agents, spec.discrete, spec.act_dim, dim_mask,
-                  box(spec.action_low), box(spec.action_high), target.astype(np.float32),
-                  jnp.mean if spec.shared_reward else jnp.sum)   # as EpisodeStats' episode_return
+                  buffer, spec.n_agents, spec.discrete, spec.act_dim, spec.dim_mask,
+                  box(spec.action_low), box(spec.action_high), target.astype(np.float32))
 
 
 # ----------------------------------------------------------------------------- policies
-def squashed_sample(p, out, key, dim_mask, deterministic=False):
-    """Tanh-squashed Gaussian on the box. out: (mean, log_std) [..., A] -> (action, log_prob)."""
-    mean, log_std = out
-    u = mean if deterministic else D.gaussian_sample(key, mean, log_std)
-    half = 0.5 * (p.high - p.low)
-    # log|d tanh(u)/du| = 2 (log 2 - u - softplus(-2u)), stable for large |u|
-    log_det = 2.0 * (jnp.log(2.0) - u - jax.nn.softplus(-2.0 * u)) + jnp.log(half)
-    logp = D.gaussian_log_prob(mean, log_std, u, dim_mask) - jnp.sum(log_det * dim_mask, -1)
-    action = (p.low + (jnp.tanh(u) + 1.0) * half) * dim_mask
-    return action, logp
-
-
 def policy_sample(p, out, mask, key, dim_mask, deterministic=False):
     """Any action type. Returns (env action, critic encoding [.., A], log_prob)."""
     if not p.discrete:
-        action, logp = squashed_sample(p, out, key, dim_mask, deterministic)
+        action, logp = policies.squashed_sample(out, key, dim_mask, p.low, p.high, deterministic)
         return action, action, logp
     logits = D.mask_logits(out[0], mask)
     a = jnp.argmax(logits, -1) if deterministic else D.categorical_sample(key, logits)
     return a, jax.nn.one_hot(a, p.act_dim), D.categorical_log_prob(logits, a)
-
-
-def random_actions(p, key, mask, shape):
-    """Uniform over the box (continuous) or over the available actions (discrete)."""
-    if p.discrete:
-        return D.categorical_sample(key, D.mask_logits(jnp.zeros(mask.shape), mask))
-    u = jax.random.uniform(key, shape + (p.act_dim,), minval=p.low, maxval=p.high)
-    return u * p.dim_mask
 
 
 def encode(p, action):
@@ -222,8 +159,7 @@ def encode(p, action):
 
 def twin_q(p, critic, gstate, joint):
     """gstate [..., S], joint [..., n, A] -> [2, ...] (the two critics)."""
-    x = jnp.concatenate([gstate, joint.reshape(joint.shape[:-2] + (-1,))], -1)
-    return jax.vmap(lambda c: p.critic.apply(c, x))(critic)
+    return apply_twin(p.critic, critic, joint_input(gstate, joint))
 
 
 # ----------------------------------------------------------------------------- state
@@ -236,7 +172,7 @@ class State:
     critic_opt: Any
     log_alpha: jax.Array      # [n]
     alpha_opt: Any
-    value_norm: common.ValueNorm
+    value_norm: ValueNorm
     buffer: Any               # flashbax TrajectoryBufferState, experience [E, L, ...]
     env_state: Any
     obs: jax.Array            # [E, n, obs_dim]
@@ -265,26 +201,23 @@ def init(key, env, config: Config) -> State:
     obs, env_state = jax.vmap(env.reset)(jax.random.split(k_env, config.num_envs))
     actor = init_agents(p.actor, k_actor, p.n, False, obs[0, 0])
     q_in = jnp.zeros((spec.state_dim + p.n * p.act_dim,))
-    critic = init_agents(p.critic, k_critic, 2, False, q_in)
+    critic = init_twin(p.critic, k_critic, q_in)
     log_alpha = jnp.full((p.n,), jnp.log(jnp.maximum(jnp.asarray(config.alpha), 1e-12)))
+    opt = optim.adam()
     return State(actor=actor, critic=critic, target_critic=critic,
-                 actor_opt=jax.vmap(common.adam_init)(actor), critic_opt=common.adam_init(critic),
-                 log_alpha=log_alpha, alpha_opt=common.adam_init(log_alpha),
-                 value_norm=common.ValueNorm.create(),
+                 actor_opt=jax.vmap(opt.init)(actor), critic_opt=opt.init(critic),
+                 log_alpha=log_alpha, alpha_opt=opt.init(log_alpha),
+                 value_norm=ValueNorm.create(),
                  buffer=p.buffer.init(_example_transition(env, p)), env_state=env_state, obs=obs,
                  key=key, env_steps=jnp.zeros((), jnp.int32),
                  update_idx=jnp.zeros((), jnp.int32), hp=jax.tree.map(jnp.asarray, config))
-
-
-def init_carry(config, env):
-    return {}
 
 
 def env_steps_per_iter(config, env):
     return config.num_envs * config.train_interval
 
 
-def act(config, env, state: State, obs, carry, mask, key, deterministic):
+def act(config, env, state: State, obs, carry, mask, key, *, deterministic: bool):
     """One env: obs [n, obs_dim], mask [n, A] -> actions (int [n] or [n, A]), carry."""
     p = _parts(env, config)
     out = apply_agents(p.actor, state.actor, False, obs)
@@ -293,42 +226,8 @@ def act(config, env, state: State, obs, carry, mask, key, deterministic):
     return jax.vmap(sample)(out, mask, keys, jnp.asarray(p.dim_mask)), carry
 
 
-# ----------------------------------------------------------------------------- replay
-def nstep_sample(buffer_state, key, batch_size: int, n: int, gamma):
-    """Uniform n-step windows from the trajectory buffer, gathering only what the loss needs.
-
-    Returns a dict with the first step's fields (obs, gstate, action, mask) and
-    ret [B] (discounted rewards inside the episode), boot_disc [B] (gamma^m where a bootstrap
-    is due, else 0), boot_* (obs, gstate, mask at s_{t+m}) and valid [B] (0 for a transition
-    whose own step is a time-limit end: no successor to bootstrap from)."""
-    exp = buffer_state.experience
-    E, L = exp["reward"].shape
-    size = jnp.where(buffer_state.is_full, L, buffer_state.current_index)
-    head = jnp.where(buffer_state.is_full, buffer_state.current_index, 0)
-    k_env, k_time = jax.random.split(key)
-    env = jax.random.randint(k_env, (batch_size,), 0, E)
-    # windows t..t+n must be stored: logical starts 0..size-n-1 (as flashbax's `sample`)
-    start = (head + jax.random.randint(k_time, (batch_size,), 0, jnp.maximum(size - n, 1))) % L
-    win = (start[:, None] + jnp.arange(n)) % L
-    r, d, term = (exp[k][env[:, None], win] for k in ("reward", "done", "term"))
-    alive = jnp.cumsum(d, -1) - d == 0                     # no episode end before offset k
-    truncated_k = d & ~term
-    ret = jnp.sum(jnp.where(alive & ~truncated_k, gamma ** jnp.arange(n) * r, 0.0), -1)
-    any_done, j = d.any(-1), jnp.argmax(d, -1)
-    truncated = any_done & ~term[jnp.arange(batch_size), j]
-    m = jnp.where(any_done, j, n)
-    boot = ~any_done | truncated
-    out = {k: v[env, start] for k, v in exp.items() if k in ("obs", "gstate", "action", "mask")}
-    b_idx = (start + m) % L
-    out.update({"boot_" + k: v[env, b_idx] for k, v in exp.items()
-                if k in ("obs", "gstate", "mask")})
-    out.update(ret=ret, boot_disc=jnp.where(boot, gamma ** m, 0.0),
-               valid=(~(truncated & (j == 0))).astype(jnp.float32))
-    return out
-
-
 # ----------------------------------------------------------------------------- step
-def step(env, config: Config):
+def step(env, config: Config, *, iterations: int = 1):
     p = _parts(env, config)
     n, E = p.n, config.num_envs
     # numpy, not jax arrays: a concrete device array closed over by a traced function has to
@@ -355,11 +254,12 @@ def step(env, config: Config):
         mask = jax.vmap(env.action_mask)(state.env_state)
         gstate = jax.vmap(env.global_state)(state.env_state)
         policy_action, _, _ = sample_all(state.actor, state.obs, mask, k_act)
-        action = jnp.where(state.env_steps < config.warmup_steps,
-                           random_actions(p, k_rand, mask, (E, n)), policy_action)
+        warm = offpolicy.random_actions(k_rand, mask, discrete=p.discrete, low=p.low,
+                                        high=p.high, dim_mask=p.dim_mask)
+        action = jnp.where(state.env_steps < config.warmup_steps, warm, policy_action)
         obs, env_state, reward, done, info = jax.vmap(env.step)(
             jax.random.split(k_env, E), state.env_state, action)
-        tr = dict(obs=state.obs, gstate=gstate, action=action, reward=p.team_reward(reward, -1),
+        tr = dict(obs=state.obs, gstate=gstate, action=action, reward=env.spec.team_reward(reward, -1),
                   done=done[:, 0], term=info["terminated"])
         if p.discrete:
             tr["mask"] = mask
@@ -370,7 +270,7 @@ def step(env, config: Config):
     # --------------------------------------------------------------- one gradient update
     def critic_loss(critic, batch, target, hp, valid):
         q = twin_q(p, critic, batch["gstate"], encode(p, batch["action"]))   # [2, B]
-        err = sequential.huber(q - target, hp.huber_delta)
+        err = huber(q - target, hp.huber_delta)
         loss = jnp.sum(jnp.mean(err * valid, -1)) / jnp.maximum(valid.mean(), 1e-6)
         return loss, dict(q_mean=q.mean())
 
@@ -379,7 +279,7 @@ def step(env, config: Config):
         out = p.actor.apply(params_i, batch["obs"][:, i])
         mask_i = masks(batch)[:, i]
         if not p.discrete:
-            a, logp = squashed_sample(p, out, key, jnp.asarray(dim_mask)[i])
+            a, logp = policies.squashed_sample(out, key, jnp.asarray(dim_mask)[i], p.low, p.high)
             q = twin_q(p, critic, batch["gstate"], joint.at[:, i].set(a)).min(0)
             return -jnp.mean(q - alpha_i * logp), logp.mean()
         logits = D.mask_logits(out[0], mask_i)
@@ -403,11 +303,12 @@ def step(env, config: Config):
 
     actor_grad = jax.value_and_grad(actor_loss, has_aux=True)
     critic_grad = jax.value_and_grad(critic_loss, has_aux=True)
+    opt = optim.adam()
 
     def update(state: State, key):
         hp = state.hp
         k_batch, k_next, k_joint, k_order, k_agents = jax.random.split(key, 5)
-        batch = nstep_sample(state.buffer, k_batch, config.batch_size, config.n_step, hp.gamma)
+        batch = offpolicy.nstep_sample(state.buffer, k_batch, config.batch_size, config.n_step, hp.gamma)
         alpha = jnp.exp(state.log_alpha) if config.auto_alpha else jnp.full((n,), hp.alpha)
         alpha = jax.lax.stop_gradient(alpha)
 
@@ -423,8 +324,8 @@ def step(env, config: Config):
             vn = vn.update(target)
             target = vn.normalize(target)
         (c_loss, c_aux), grads = critic_grad(state.critic, batch, target, hp, batch["valid"])
-        critic, critic_opt, c_norm = common.adam_step(state.critic, state.critic_opt, grads,
-                                                      hp.critic_lr, jnp.inf)
+        critic, critic_opt, c_norm = optim.apply(opt, state.critic, state.critic_opt, grads,
+                                                 hp.critic_lr)
 
         # actors: one at a time in a random order, against the freshly updated critic (HARL)
         if config.successor_actions == "buffer":
@@ -434,24 +335,18 @@ def step(env, config: Config):
         joint = jax.lax.stop_gradient(joint)
         order = sequential.agent_order(k_order, n, config.fixed_order)
 
-        def agent_body(carry, xs):
-            actor, actor_opt, joint = carry
-            i, k = xs
+        def agent_body(i, p_i, o_i, joint, k):
             k_loss, k_new = jax.random.split(k)
-            p_i, o_i = sequential.take_agent(actor, i), sequential.take_agent(actor_opt, i)
             (loss, logp), g = actor_grad(p_i, i, joint, batch, critic, alpha[i], k_loss)
-            p_i, o_i, g_norm = common.adam_step(p_i, o_i, g, hp.lr, jnp.inf)
+            p_i, o_i, g_norm = optim.apply(opt, p_i, o_i, g, hp.lr)
             # successors see this agent's action re-sampled from its updated policy
             out = p.actor.apply(p_i, batch["obs"][:, i])
             _, a_new, _ = policy_sample(p, out, masks(batch)[:, i], k_new, jnp.asarray(dim_mask)[i])
             joint = joint.at[:, i].set(jax.lax.stop_gradient(a_new))
-            carry = (sequential.put_agent(actor, i, p_i), sequential.put_agent(actor_opt, i, o_i),
-                     joint)
-            return carry, dict(actor_loss=loss, logp=logp, actor_grad_norm=g_norm)
+            return p_i, o_i, joint, dict(actor_loss=loss, logp=logp, actor_grad_norm=g_norm)
 
-        (actor, actor_opt, _), a_aux = jax.lax.scan(
-            agent_body, (state.actor, state.actor_opt, joint),
-            (order, jax.random.split(k_agents, n)))
+        actor, actor_opt, _, a_aux = sequential.agent_scan(
+            agent_body, state.actor, state.actor_opt, joint, order, jax.random.split(k_agents, n))
         logp_by_agent = jnp.zeros((n,)).at[order].set(a_aux["logp"])
 
         # temperatures: HARL's loss -log_alpha * (log pi + target), each agent's own log pi
@@ -461,10 +356,9 @@ def step(env, config: Config):
         target_ent = jnp.asarray(p.target_entropy) * hp.target_entropy_scale
         if config.auto_alpha:
             g_alpha = -(logp_by_agent + target_ent)
-            log_alpha, alpha_opt, _ = common.adam_step(log_alpha, alpha_opt, g_alpha,
-                                                       hp.alpha_lr, jnp.inf)
+            log_alpha, alpha_opt, _ = optim.apply(opt, log_alpha, alpha_opt, g_alpha, hp.alpha_lr)
 
-        target_critic = optax.incremental_update(critic, state.target_critic, hp.polyak)
+        target_critic = optim.polyak(state.target_critic, critic, hp.polyak)
         state = state.replace(actor=actor, actor_opt=actor_opt, critic=critic,
                               critic_opt=critic_opt, target_critic=target_critic,
                               log_alpha=log_alpha, alpha_opt=alpha_opt, value_norm=vn,
@@ -483,26 +377,23 @@ def step(env, config: Config):
         key, k_upd = jax.random.split(state.key)
         state = state.replace(key=key)
         keys = jax.random.split(k_upd, config.updates_per_train)
-        stored = jnp.where(state.buffer.is_full, state.buffer.experience["reward"].shape[1],
-                           state.buffer.current_index)
-        ready = (state.env_steps >= config.warmup_steps) & (stored > config.n_step)
+        ready = ((state.env_steps >= config.warmup_steps)
+                 & (offpolicy.stored_steps(state.buffer) > config.n_step))
 
         def learn(s):
             s, aux = jax.lax.scan(update, s, keys)
             return s, jax.tree.map(jnp.mean, aux)
 
-        zeros = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype),
-                             jax.eval_shape(learn, state)[1])
-
-        state, metrics = jax.lax.cond(ready, learn, lambda s: (s, zeros), state)
-        metrics.update(common.episode_stats(info), learning=ready.astype(jnp.float32),
+        state, metrics = offpolicy.learn_when_ready(ready, learn, state)
+        metrics.update(episodes=EpisodeSums.of(info), learning=ready.astype(jnp.float32),
                        updates=state.update_idx.astype(jnp.float32))
         return state, metrics
 
     return train_step
 
 
-register("hasac", Algorithm(
-    "hasac", Config, init, step, act, init_carry, env_steps_per_iter,
+register(Algorithm(
+    name="hasac", Config=Config, init=init, step=step, act=act,
+    env_steps_per_iter=env_steps_per_iter,
     doc="HASAC: off-policy soft actor-critic with sequential per-agent actor updates, twin "
         "centralised critics, n-step returns, auto temperature; discrete+continuous"))

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from flax import struct
 from jax.flatten_util import ravel_pytree
 
-from jaxdiff.algos import mappo, sequential
+from jaxdiff.algos import onpolicy, sequential
 from jaxdiff.algos.base import Algorithm, dynamic, register, static
 
 
@@ -103,7 +103,7 @@ def trpo_update(p, config, hp, lr):
         old = jax.lax.stop_gradient(dist_of(theta0))
 
         def surrogate(theta):
-            logp, _ = mappo._log_prob_entropy(p, dist_of(theta), full["action"], dim_mask)
+            logp, _ = onpolicy.log_prob_entropy(p, dist_of(theta), full["action"], dim_mask)
             return (jnp.exp(logp - full["logp"]) * full["factor"] * full["adv"]).mean()
 
         def mean_kl(theta):
@@ -119,12 +119,13 @@ def init(key, env, config: Config):
     return sequential.init(key, env, config, actor_optimiser=False)
 
 
-def step(env, config: Config):
-    return sequential.make_step(env, config, trpo_update)
+def step(env, config: Config, *, iterations: int = 1):
+    return sequential.make_step(env, config, trpo_update, iterations=iterations)
 
 
-register("hatrpo", Algorithm(
-    "hatrpo", Config, init, step, mappo.act, mappo.init_carry, mappo.env_steps_per_iter,
+register(Algorithm(
+    name="hatrpo", Config=Config, init=init, step=step, act=sequential.act,
+    init_carry=onpolicy.init_carry, env_steps_per_iter=onpolicy.env_steps_per_iter,
     env_split=sequential.env_split,
     doc="HATRPO: sequential per-agent natural-gradient steps (CG on exact-KL Fisher products, "
         "KL-bounded backtracking line search) with the M advantage factor, per-agent actors, "

@@ -38,15 +38,15 @@ from __future__ import annotations
 
 from typing import Any
 
-import flashbax as fbx
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import optax
 from flax import struct
 
-from jaxdiff.algos import common
-from jaxdiff.algos.base import Algorithm, ConfigError, dynamic, register, static
+from jaxdiff import optim
+from jaxdiff.algos import offpolicy
+from jaxdiff.algos.base import Algorithm, ConfigError, EpisodeSums, dynamic, register, static
+from jaxdiff.algos.returns import gae
 from jaxdiff.nets import distributions as D
 from jaxdiff.nets.agents import apply_agents, init_agents, with_agent_id
 from jaxdiff.nets.mlp import MLP, Torso, dense
@@ -141,8 +141,8 @@ def td_targets(rewards, dones, target_tot, gamma, lam):
     """TD(lambda) targets G_t = r_t + gamma (1 - d_t) [(1 - lam) Q'_{t+1} + lam G_{t+1}], with
     G_T = Q'_T (lam = 0: the 1-step target). rewards, dones: [T, ...]; target_tot: [T+1, ...]
     target-mixer values at the double-Q actions. The lambda-return is GAE's return with the
-    target values as baseline, so it reuses `common.gae`."""
-    _, returns = common.gae(rewards, target_tot[:-1], dones, target_tot[-1], gamma, lam)
+    target values as baseline, so it reuses `returns.gae`."""
+    _, returns = gae(rewards, target_tot[:-1], dones, target_tot[-1], gamma, lam)
     return returns
 
 
@@ -151,20 +151,8 @@ def epsilon(hp, env_steps):
     return hp.eps_start + frac * (hp.eps_finish - hp.eps_start)
 
 
-_RMS = optax.scale_by_rms(decay=0.99, eps=1e-5, eps_in_sqrt=False)   # torch RMSprop, as pymarl
-
-
-def _opt_init(config, params):
-    return _RMS.init(params) if config.optimizer == "rmsprop" else common.adam_init(params)
-
-
-def _opt_step(config, params, opt_state, grads, lr, max_grad_norm):
-    if config.optimizer == "adam":
-        return common.adam_step(params, opt_state, grads, lr, max_grad_norm)
-    gnorm = optax.global_norm(grads)
-    grads = jax.tree.map(lambda g: g * jnp.minimum(1.0, max_grad_norm / (gnorm + 1e-6)), grads)
-    updates, opt_state = _RMS.update(grads, opt_state, params)
-    return jax.tree.map(lambda p, u: p - lr * u, params, updates), opt_state, gnorm
+def _optimiser(config):
+    return optim.rmsprop() if config.optimizer == "rmsprop" else optim.adam()   # torch RMSprop
 
 
 # ----------------------------------------------------------------------------- state
@@ -191,16 +179,14 @@ class _Parts(struct.PyTreeNode):
     buffer: Any = struct.field(pytree_node=False)
     n: int = struct.field(pytree_node=False)
     n_actions: int = struct.field(pytree_node=False)
-    team_reward: Any = struct.field(pytree_node=False)
 
 
 def _parts(env, config):
     spec = env.spec
-    buffer = fbx.make_item_buffer(max_length=config.buffer_size, min_length=config.batch_size,
-                                  sample_batch_size=config.batch_size, add_batches=True)
-    team = jnp.mean if spec.shared_reward else jnp.sum   # as EpisodeStats' episode_return
-    return _Parts(QAgent(spec.act_dim, config.hidden), Mixer(config.mixer_embed,
-                  config.hypernet_embed, config.mixer_init_scale), buffer, spec.n_agents, spec.act_dim, team)
+    buffer = offpolicy.item_buffer(buffer_size=config.buffer_size, batch_size=config.batch_size)
+    return _Parts(QAgent(spec.act_dim, config.hidden),
+                  Mixer(config.mixer_embed, config.hypernet_embed, config.mixer_init_scale),
+                  buffer, spec.n_agents, spec.act_dim)
 
 
 def _agent_in(config, p, obs, last_action):
@@ -234,7 +220,7 @@ def init(key, env, config: Config) -> State:
     agent = init_agents(p.agent, k_agent, n, True, jnp.zeros((h,)), x, jnp.zeros((), bool))
     mixer = p.mixer.init(k_mixer, jnp.zeros((n,)), jnp.zeros((spec.state_dim,)))
     params = dict(agent=agent, mixer=mixer)
-    return State(params=params, target=params, opt=_opt_init(config, params),
+    return State(params=params, target=params, opt=_optimiser(config).init(params),
                  buffer=p.buffer.init(_example_item(env, config)), env_state=env_state,
                  obs=obs, done=jnp.zeros((E,), bool), last_action=last_action,
                  carry=jnp.zeros((E, n, h)), key=key, env_steps=jnp.zeros((), jnp.int32),
@@ -251,7 +237,7 @@ def env_steps_per_iter(config, env):
 
 
 # ----------------------------------------------------------------------------- act
-def act(config, env, state: State, obs, carry, mask, key, deterministic):
+def act(config, env, state: State, obs, carry, mask, key, *, deterministic: bool):
     """One env: obs [n, obs_dim], carry {h [n, hidden], last_action [n]}, mask [n, A]."""
     p = _parts(env, config)
     x = _agent_in(config, p, obs, carry["last_action"])
@@ -265,7 +251,7 @@ def act(config, env, state: State, obs, carry, mask, key, deterministic):
 
 
 # ----------------------------------------------------------------------------- step
-def step(env, config: Config):
+def step(env, config: Config, *, iterations: int = 1):
     p = _parts(env, config)
     E = config.num_envs
 
@@ -286,7 +272,7 @@ def step(env, config: Config):
         ended = done[:, 0]
         tr = dict(obs=state.obs, state=gstate, mask=mask, reset=state.done,
                   last_action=state.last_action, action=action.astype(jnp.int32),
-                  reward=jax.vmap(p.team_reward)(reward) * state.hp.reward_scale, done=ended,
+                  reward=env.spec.team_reward(reward, -1) * state.hp.reward_scale, done=ended,
                   info=info, eps=eps)
         last = jnp.where(ended[:, None], -1, action.astype(jnp.int32))
         state = state.replace(env_state=env_state, obs=obs, done=ended, last_action=last,
@@ -330,20 +316,21 @@ def step(env, config: Config):
                                        target=y.mean(), td_abs=jnp.abs(td).mean())
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    opt = _optimiser(config)
 
     def update(state, key):
         hp = state.hp
         batch = p.buffer.sample(state.buffer, key).experience            # leaves [B, ...]
         batch = {k: v if k == "carry" else jnp.swapaxes(v, 0, 1) for k, v in batch.items()}
         (loss, aux), grads = grad_fn(state.params, state.target, hp, batch)
-        params, opt, gnorm = _opt_step(config, state.params, state.opt, grads, hp.lr,
-                                       hp.max_grad_norm)
+        params, opt_state, gnorm = optim.apply(opt, state.params, state.opt, grads, hp.lr,
+                                               hp.max_grad_norm)
         grad_steps = state.grad_steps + 1
         due = grad_steps % config.target_update_interval == 0
-        # tau * online + (1 - tau) * target: an exact copy when tau = 1
-        target = jax.tree.map(lambda t, o: jnp.where(due, hp.tau * o + (1 - hp.tau) * t, t),
-                              state.target, params)
-        state = state.replace(params=params, target=target, opt=opt, grad_steps=grad_steps)
+        # every target_update_interval steps: a Polyak step (an exact copy when tau = 1)
+        target = jax.tree.map(lambda t, u: jnp.where(due, u, t), state.target,
+                              optim.polyak(state.target, params, hp.tau))
+        state = state.replace(params=params, target=target, opt=opt_state, grad_steps=grad_steps)
         return state, dict(aux, loss=loss, grad_norm=gnorm)
 
     def train_step(state: State):
@@ -352,25 +339,22 @@ def step(env, config: Config):
         key, k_upd = jax.random.split(state.key)
         state = state.replace(key=key)
         keys = jax.random.split(k_upd, config.updates_per_iter)
-        zeros = dict(q_taken=0.0, q_tot=0.0, target=0.0, td_abs=0.0, loss=0.0, grad_norm=0.0)
 
         def learn(s):
             s, aux = jax.lax.scan(update, s, keys)
             return s, jax.tree.map(jnp.mean, aux)
 
-        def skip(s):
-            return s, jax.tree.map(lambda z: jnp.asarray(z, jnp.float32), zeros)
-
         can = p.buffer.can_sample(state.buffer)
-        state, metrics = jax.lax.cond(can, learn, skip, state)
-        metrics.update(common.episode_stats(info), epsilon=eps.mean(),
+        state, metrics = offpolicy.learn_when_ready(can, learn, state)
+        metrics.update(episodes=EpisodeSums.of(info), epsilon=eps.mean(),
                        learning=can.astype(jnp.float32), grad_steps=state.grad_steps)
         return state, metrics
 
     return train_step
 
 
-register("qmix", Algorithm("qmix", Config, init, step, act, init_carry, env_steps_per_iter,
-                           action_types=("discrete",),
-                           doc="QMIX: GRU agents, monotonic hypernetwork mixer, double Q, "
-                               "episode-sequence replay (discrete actions)"))
+register(Algorithm(name="qmix", Config=Config, init=init, step=step, act=act,
+                   init_carry=init_carry, env_steps_per_iter=env_steps_per_iter,
+                   action_types=("discrete",),
+                   doc="QMIX: GRU agents, monotonic hypernetwork mixer, double Q, "
+                       "episode-sequence replay (discrete actions)"))

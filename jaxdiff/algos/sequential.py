@@ -1,20 +1,21 @@
-"""Sequential heterogeneous-agent updates, the machinery HAPPO, HATRPO and HAA2C share.
+"""Sequential heterogeneous-agent updates: the machinery HAPPO, HATRPO, HAA2C and HASAC share.
 
 HARL's scheme (Kuba et al. 2022; Zhong et al. 2024): every agent owns its parameters; each
 iteration draws a fresh random order of the agents (or keeps index order, `fixed_order`) and
-updates them one after another. Agent i_m optimises its surrogate with the advantage weighted,
-per sample, by the compounded factor
+updates them one after another. `agent_scan` is that loop: one `lax.scan` over the permutation
+whose carry is what the family passes from one agent to the next (HAPPO's M factor, HASAC's
+joint action re-sampled from the updated predecessors). Parameters and optimiser states are
+stacked on a leading agent axis; the body reads agent i with a dynamic index and writes it back
+with `.at[i].set`, so the update is traced once whatever the number of agents.
+
+For the on-policy family, agent i_m optimises its surrogate with the advantage weighted, per
+sample, by the compounded factor
 
     M = prod_{j<m} pi_new^{i_j}(a^{i_j} | o^{i_j}) / pi_old^{i_j}(a^{i_j} | o^{i_j}),
 
 so it improves the joint policy *given* the changes its predecessors already made. With M = 1
-(`sequential=False`) the same code is the simultaneous update (MAPPO/IPPO with per-agent
-parameters): each agent's loss then depends only on its own parameters and data.
-
-Everything here is one `lax.scan` over the permutation. Parameters and optimiser states are
-stacked on a leading agent axis; the scan body reads agent i with a dynamic index and writes it
-back with `.at[i].set`, so the update is traced once whatever the number of agents. The rollout,
-GAE, networks and minibatching are MAPPO's (`jaxdiff.algos.mappo`); the critic is one shared
+(`sequential=False`) the same code is the simultaneous update. The rollout, GAE, networks and
+minibatching are the shared on-policy pieces (`jaxdiff.algos.onpolicy`); the critic is one shared
 centralised network trained after the actors as in HARL: by default HARL's EP form, one V(s)
 per env on the global state and the team reward, whose advantage every agent shares
 (`critic_state="ep"`); `critic_state="agent"` gives every agent row its own V(s, id) (the
@@ -23,75 +24,66 @@ SMAC presets, where HARL uses agent-specific FP states).
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 from flax import struct
 
-from jaxdiff.algos import common, mappo
-from jaxdiff.algos.base import ConfigError, dynamic, static
-from jaxdiff.nets import distributions as D
-from jaxdiff.nets.agents import apply_agents, init_agents
+from jaxdiff import optim, parallel
+from jaxdiff.algos import onpolicy
+from jaxdiff.algos.base import ConfigError, EpisodeSums, dynamic, static
+from jaxdiff.algos.returns import huber, linear_anneal
+from jaxdiff.nets import policies
+from jaxdiff.nets.agents import apply_agents
 from jaxdiff.nets.mlp import ACTIVATIONS
-from jaxdiff.run import parallel
 
 
 # ----------------------------------------------------------------------------- config
 @struct.dataclass
-class Config:
-    """Settings every sequential algorithm has. Defaults: HARL's configs/algos_cfgs/*.yaml."""
+class Config(onpolicy.Config):
+    """Settings every sequential on-policy algorithm has. Defaults: HARL's
+    configs/algos_cfgs/*.yaml."""
     num_envs: int = static(20, lo=1, doc="parallel environments per seed (HARL n_rollout_threads)")
     num_steps: int = static(200, lo=1, doc="rollout length per update (HARL episode_length)")
     hidden: int = static(128, lo=1)
-    layers: int = static(2, lo=1)
     activation: str = static("relu", choices=tuple(ACTIVATIONS))
-    recurrent: bool = static(False, doc="GRU torso for actors and critic")
     critic_state: str = static(
         "ep", choices=("ep", "agent"),
         doc="ep: one V(s) per env on the global state and the team reward (HARL's EP, its "
             "default); agent: one value per agent row, V(s, id) (HARL's FP role, used for SMAC)")
     agent_id: bool = static(True, doc="append a one-hot agent id to the shared critic's input "
                                       "(critic_state=agent)")
-    centralised_critic: bool = static(True, doc="critic sees the global state")
     value_norm: bool = static(True)
     fixed_order: bool = static(False, doc="update agents in index order, not a random permutation")
     sequential: bool = static(True, doc="carry the M factor; False = simultaneous update (M = 1)")
     critic_epochs: int = static(5, lo=1)
     critic_minibatches: int = static(1, lo=1)
-    anneal_lr: bool = static(False)
+    anneal_lr: bool = static(False, doc="anneal the learning rates linearly to 0 over the run")
     # HARL's std = sigmoid(p) * 0.5 starts at sigmoid(1) * 0.5 = 0.366 = exp(-1.0)
     init_log_std: float = static(-1.0)
-    total_steps: int = static(0, lo=0, doc="set by the runner (learning-rate annealing)")
     lr: float = dynamic(5e-4, lo=0.0, doc="actor learning rate")
     critic_lr: float = dynamic(5e-4, lo=0.0)
-    gamma: float = dynamic(0.99, lo=0.0, hi=1.0)
-    gae_lambda: float = dynamic(0.95, lo=0.0, hi=1.0)
     clip_eps: float = dynamic(0.2, lo=0.0, doc="PPO ratio clip and value clip")
     max_grad_norm: float = dynamic(10.0, lo=0.0)
     huber_delta: float = dynamic(10.0, lo=0.0, doc="Huber value loss; 0 = squared error")
-
-    @property
-    def shared_params(self) -> bool:
-        # Heterogeneous agents: actors are never shared (read by mappo's input builders).
-        return False
-
-    def _check_split(self, key: str, m: int):
-        if not self.recurrent and (self.num_envs * self.num_steps) % m:
-            raise ConfigError(f"`algo.{key}={m}` must divide "
-                              f"num_envs*num_steps={self.num_envs * self.num_steps}.")
-        if self.recurrent and self.num_envs % m:
-            raise ConfigError(f"`algo.{key}={m}` must divide `algo.num_envs={self.num_envs}` "
-                              f"for recurrent training.")
 
     def check(self):
         if self.critic_state == "ep" and not self.centralised_critic:
             raise ConfigError("`algo.critic_state=ep` evaluates V on the global state; it needs "
                               "`algo.centralised_critic=true` (or use `algo.critic_state=agent`).")
-        self._check_split("critic_minibatches", self.critic_minibatches)
+        onpolicy.check_split(self, "critic_minibatches", self.critic_minibatches)
         if hasattr(self, "num_minibatches"):
-            self._check_split("num_minibatches", self.num_minibatches)
+            onpolicy.check_split(self, "num_minibatches", self.num_minibatches)
+
+
+def parts(env, config: Config) -> onpolicy.Parts:
+    """Per-agent actors (never shared: heterogeneous agents), one shared critic."""
+    return onpolicy.parts(env, config, actor_shared=False, critic_shared=True,
+                          ep=config.critic_state == "ep")
+
+
+act = onpolicy.make_act(parts)
 
 
 def env_split(config, env):
@@ -117,24 +109,42 @@ def put_agent(tree, i, sub):
     return jax.tree.map(lambda x, s: x.at[i].set(s), tree, sub)
 
 
+def agent_scan(body: Callable, params, opt_state, carry, order, keys, unroll: bool = False):
+    """Update agents one at a time in `order` (one `lax.scan` over the permutation).
+
+    params, opt_state: pytrees with a leading agent axis [n, ...].
+    body(i, params_i, opt_i, carry, key) -> (params_i, opt_i, carry, metrics): agent i's update
+        given what its predecessors passed on in `carry`.
+    order: int32[n]; keys: [n, 2].
+    unroll: trace the body once per agent (what a Python loop does); only for the compile-time
+        benchmark, which shows why the default traces it once.
+    Returns (params, opt_state, carry after the last agent, metrics stacked per position).
+    """
+    def step(c, xs):
+        params, opt_state, carry = c
+        i, key = xs
+        p_i, o_i, carry, metrics = body(i, take_agent(params, i), take_agent(opt_state, i),
+                                        carry, key)
+        return (put_agent(params, i, p_i), put_agent(opt_state, i, o_i), carry), metrics
+
+    (params, opt_state, carry), metrics = jax.lax.scan(step, (params, opt_state, carry),
+                                                       (order, keys), unroll=unroll)
+    return params, opt_state, carry, metrics
+
+
 def sequential_update(update_agent: Callable, log_prob: Callable, params, opt_state, data,
                       order, keys, factor0, sequential: bool = True, unroll: bool = False):
-    """Update the agents one at a time in `order`, carrying the M factor between them.
+    """`agent_scan` with HAPPO's carry, the M factor.
 
-    params, opt_state, data: pytrees with a leading agent axis [n, ...].
+    data: pytree with a leading agent axis [n, ...].
     log_prob(i, params_i, data_i) -> [S]: agent i's log-probability of its own stored actions
         (its pre-update value is `data["logp"]` when data has one, e.g. from the rollout).
     update_agent(i, params_i, opt_i, data_i, key) -> (params_i, opt_i, metrics); `data_i` gets
         `logp` (the agent's pre-update log-probs) and `factor` (M from its predecessors).
-    order: int32[n]; keys: [n, 2]; factor0: [S] (ones).
-    unroll: trace the body once per agent (what a Python loop does); only for the compile-time
-        benchmark, which shows why the default traces it once.
-    Returns (params, opt_state, factor after the last agent, metrics stacked per position).
+    factor0: [S] (ones). Returns (params, opt_state, final factor, metrics per position).
     """
-    def body(carry, xs):
-        params, opt_state, factor = carry
-        i, key = xs
-        p_i, o_i, d_i = take_agent(params, i), take_agent(opt_state, i), take_agent(data, i)
+    def body(i, p_i, o_i, factor, key):
+        d_i = take_agent(data, i)
         # Agent i has not moved since the rollout, so the log-probs stored then are its
         # pre-update ones (HARL's buffer `old_action_log_probs`); recompute when none are given.
         logp_old = d_i["logp"] if "logp" in d_i else log_prob(i, p_i, d_i)
@@ -145,24 +155,22 @@ def sequential_update(update_agent: Callable, log_prob: Callable, params, opt_st
                        ratio_dev=jnp.abs(ratio - 1.0).mean())
         if sequential:
             factor = factor * ratio
-        return (put_agent(params, i, p_i), put_agent(opt_state, i, o_i), factor), metrics
+        return p_i, o_i, factor, metrics
 
-    (params, opt_state, factor), metrics = jax.lax.scan(body, (params, opt_state, factor0),
-                                                        (order, keys), unroll=unroll)
-    return params, opt_state, factor, metrics
+    return agent_scan(body, params, opt_state, factor0, order, keys, unroll)
 
 
 # ----------------------------------------------------------------------------- one agent
-def agent_forward(p, params_i, mb):
+def agent_forward(p: onpolicy.Parts, params_i, mb):
     """One agent's action distributions. mb leaves [T', B', ...] (no agent axis), ca0 [B', h]."""
     def body(carry, x):
         ax, reset, mask = x
         carry, out = p.actor.apply(params_i, carry, ax, reset)
-        return carry, mappo._dist(p, out, mask)
-    return _time_scan(body, mb["ca0"], (mb["a_x"], mb["reset"], mb["mask"]))
+        return carry, onpolicy.dist(p, out, mask)
+    return time_scan(body, mb["ca0"], (mb["a_x"], mb["reset"], mb["mask"]))
 
 
-def _time_scan(body, carry, xs):
+def time_scan(body, carry, xs):
     """Outputs of a scan over the leading time axis; feed-forward minibatches have T' = 1, and
     calling the body directly saves the scan (and the while loop of its gradient)."""
     if jax.tree.leaves(xs)[0].shape[0] == 1:
@@ -171,7 +179,7 @@ def _time_scan(body, carry, xs):
     return jax.lax.scan(body, carry, xs)[1]
 
 
-def dim_mask_of(p, i):
+def dim_mask_of(p: onpolicy.Parts, i):
     return jnp.asarray(p.dim_mask)[i]   # [act_dim]; 0 on a heterogeneous agent's padding
 
 
@@ -191,58 +199,81 @@ def per_sample(config, x):
     return x.reshape(config.num_steps, config.num_envs)
 
 
-def log_prob_fn(p, config):
+def log_prob_fn(p: onpolicy.Parts, config):
     def log_prob(i, params_i, data_i):
         full = full_batch(config, data_i)
-        logp, _ = mappo._log_prob_entropy(p, agent_forward(p, params_i, full), full["action"],
-                                          dim_mask_of(p, i))
+        logp, _ = onpolicy.log_prob_entropy(p, agent_forward(p, params_i, full), full["action"],
+                                            dim_mask_of(p, i))
         return per_sample(config, logp)
     return log_prob
 
 
-def policy_kl(p, old, new, dim_mask):
+def policy_kl(p: onpolicy.Parts, old, new, dim_mask):
     """Exact KL(old || new) per sample; padded action dims of continuous agents excluded."""
-    if p.discrete:
-        return D.categorical_kl(old[0], new[0])
-    per_dim = D.gaussian_kl(old[0][..., None], old[1][..., None], new[0][..., None],
-                            new[1][..., None])
-    return (per_dim * dim_mask).sum(-1)
+    return policies.kl(p.discrete, old, new, dim_mask)
 
 
-def split_config(config, num_minibatches: int):
-    """What `mappo.minibatches` reads, with another minibatch count (critic vs actor)."""
-    return SimpleNamespace(num_minibatches=num_minibatches, recurrent=config.recurrent,
-                           num_envs=config.num_envs, num_steps=config.num_steps)
-
-
-def sgd(loss_fn, params, opt_state, data, key, config, epochs: int, lr, max_grad_norm):
-    """`epochs` passes of Adam over `config.num_minibatches` shuffled minibatches of `data`.
-    loss_fn(params, mb) -> (loss, aux). Returns (params, opt_state, mean aux)."""
+def sgd(loss_fn, params, opt_state, data, key, config, *, num_minibatches: int, epochs: int,
+        lr, max_grad_norm):
+    """`epochs` passes of Adam over `num_minibatches` shuffled minibatches of `data` (leaves
+    [T, E, ...], `onpolicy.minibatches`). loss_fn(params, mb) -> (loss, aux).
+    Returns (params, opt_state, mean aux)."""
     grad_fn = jax.grad(loss_fn, has_aux=True)
+    opt = optim.adam()
 
     def minibatch(carry, mb):
         params, opt_state = carry
         rows = {k: 0 if k in ("ca0", "cc0") else 1 for k in mb}   # each leaf's row axis
         grads, aux = parallel.local_mean(grad_fn, rows)(params, mb)
-        params, opt_state, gnorm = common.adam_step(params, opt_state, grads, lr, max_grad_norm)
+        params, opt_state, gnorm = optim.apply(opt, params, opt_state, grads, lr, max_grad_norm)
         return (params, opt_state), dict(aux, grad_norm=gnorm)
 
     def epoch(carry, k):
-        return jax.lax.scan(minibatch, carry, mappo.minibatches(config, k, data))
+        mbs = onpolicy.minibatches(k, data, num_minibatches=num_minibatches,
+                                   num_steps=config.num_steps, num_envs=config.num_envs,
+                                   recurrent=config.recurrent)
+        return jax.lax.scan(minibatch, carry, mbs)
 
     (params, opt_state), aux = jax.lax.scan(epoch, (params, opt_state),
                                             jax.random.split(key, epochs))
     return params, opt_state, jax.tree.map(jnp.mean, aux)
 
 
+def surrogate_update(p: onpolicy.Parts, config, hp, lr, *, clipped: bool = True):
+    """The per-agent update of HAPPO (clipped) and HAA2C (plain): `update_epochs` x
+    `num_minibatches` Adam steps on the M-weighted surrogate
+
+        max E[ M * min(r * A, clip(r, 1 - eps, 1 + eps) * A) ]   (clipped; else E[M r A])
+
+    minus `ent_coef` times the entropy (M > 0, so weighting the clipped term equals HARL's
+    `factor * min(surr1, surr2)`)."""
+    def update(i, params, opt_state, data, key):
+        dim_mask = dim_mask_of(p, i)
+
+        def loss_fn(params, mb):
+            dist = agent_forward(p, params, mb)
+            logp, entropy = onpolicy.log_prob_entropy(p, dist, mb["action"], dim_mask)
+            ratio = jnp.exp(logp - mb["logp"])
+            adv = mb["adv"]
+            surr = ratio * adv
+            if clipped:
+                surr = jnp.minimum(surr, jnp.clip(ratio, 1 - hp.clip_eps, 1 + hp.clip_eps) * adv)
+            pg = -(mb["factor"] * surr).mean()
+            ent = entropy.mean()
+            aux = dict(actor_loss=pg, entropy=ent,
+                       approx_kl=((ratio - 1) - jnp.log(ratio)).mean(),
+                       clip_frac=(jnp.abs(ratio - 1) > hp.clip_eps).mean())
+            return pg - hp.ent_coef * ent, aux
+
+        return sgd(loss_fn, params, opt_state, data, key, config,
+                   num_minibatches=config.num_minibatches, epochs=config.update_epochs,
+                   lr=lr, max_grad_norm=hp.max_grad_norm)
+
+    return update
+
+
 # ----------------------------------------------------------------------------- critic
-def huber(x, delta):
-    a = jnp.abs(x)
-    quad = 0.5 * x * x
-    return jnp.where(delta > 0, jnp.where(a <= delta, quad, delta * (a - 0.5 * delta)), quad)
-
-
-def critic_update(p, config, hp, lr, critic, opt_state, batch, key):
+def critic_update(p: onpolicy.Parts, config, hp, lr, critic, opt_state, batch, key):
     """HARL's critic step: clipped, Huber value loss on the shared centralised critic.
     batch: c_x [T, E, r, d], reset/value/target [T, E, r], cc0 [E, r, h]; r = n agent rows,
     or 1 for the EP critic."""
@@ -250,62 +281,45 @@ def critic_update(p, config, hp, lr, critic, opt_state, batch, key):
         def body(carry, x):
             cx, reset = x
             return apply_agents(p.critic, critic, True, carry, cx, reset, agent_axis=1)
-        value = _time_scan(body, mb["cc0"], (mb["c_x"], mb["reset"]))
+        value = time_scan(body, mb["cc0"], (mb["c_x"], mb["reset"]))
         v_clip = mb["value"] + jnp.clip(value - mb["value"], -hp.clip_eps, hp.clip_eps)
         loss = jnp.maximum(huber(value - mb["target"], hp.huber_delta),
                            huber(v_clip - mb["target"], hp.huber_delta)).mean()
         return loss, dict(value_loss=loss)
 
-    split = split_config(config, config.critic_minibatches)
-    return sgd(loss_fn, critic, opt_state, batch, key, split, config.critic_epochs, lr,
-               hp.max_grad_norm)
+    return sgd(loss_fn, critic, opt_state, batch, key, config,
+               num_minibatches=config.critic_minibatches, epochs=config.critic_epochs, lr=lr,
+               max_grad_norm=hp.max_grad_norm)
 
 
 # ----------------------------------------------------------------------------- init / step
-def init(key, env, config, actor_optimiser: bool = True) -> mappo.State:
-    """MAPPO's state with per-agent actors (and per-agent Adam states) and one shared critic."""
-    spec, p = env.spec, mappo._parts(env, config)
-    k_actor, k_critic, k_env, key = jax.random.split(key, 4)
-    E, n, h = config.num_envs, spec.n_agents, config.hidden
-    obs, env_state = jax.vmap(env.reset)(jax.random.split(k_env, E))
-    gstate = jax.vmap(env.global_state)(env_state)
-    a_x = mappo._actor_in(config, obs, 1, n)[0, 0]
-    c_x = mappo._critic_in(config, obs, gstate, 1, n)[0, 0]
-    zero_h, no_reset = jnp.zeros((h,)), jnp.zeros((), bool)
-    actor = init_agents(p.actor, k_actor, n, False, zero_h, a_x, no_reset)
-    critic = init_agents(p.critic, k_critic, n, True, zero_h, c_x, no_reset)
-    # vmapped so that every leaf (Adam's step count too) has the agent axis to index
-    actor_opt = jax.vmap(common.adam_init)(actor) if actor_optimiser else ()
-    return mappo.State(actor=actor, critic=critic, actor_opt=actor_opt,
-                       critic_opt=common.adam_init(critic), value_norm=common.ValueNorm.create(),
-                       env_state=env_state, obs=obs, done=jnp.zeros((E, n), bool),
-                       actor_carry=jnp.zeros((E, n, h)),
-                       critic_carry=jnp.zeros((E, 1 if mappo.critic_ep(config) else n, h)),
-                       key=key, update_idx=jnp.zeros((), jnp.int32),
-                       hp=jax.tree.map(jnp.asarray, config))
+def init(key, env, config: Config, *, actor_optimiser: bool = True) -> onpolicy.State:
+    """The on-policy state with per-agent actors (and per-agent Adam states) and one shared
+    critic."""
+    return onpolicy.init(key, env, config, parts(env, config), per_agent_opt=True,
+                         actor_optimiser=actor_optimiser)
 
 
-def make_step(env, config, agent_update: Callable, unroll: bool = False):
-    """The training iteration of a sequential algorithm.
+def make_step(env, config: Config, agent_update: Callable, *, iterations: int = 1,
+              unroll: bool = False):
+    """The training iteration of a sequential on-policy algorithm.
 
     agent_update(p, config, hp, lr) -> update(i, params_i, opt_i, data_i, key)
         -> (params_i, opt_i, metrics); data_i leaves are one agent's [T, E, ...] rollout
         (a_x, mask, reset, action, adv) plus ca0 [E, h], logp and factor [T, E].
+    iterations: how many steps the run takes (learning-rate annealing).
     """
-    p = mappo._parts(env, config)
+    p = parts(env, config)
     n = p.n
-    per_iter = config.num_envs * config.num_steps
-    total_updates = max(config.total_steps // per_iter, 1)
-    collect = mappo.rollout_fn(env, config, p, actor_shared=False, critic_shared=True)
+    collect = onpolicy.rollout_fn(env, config, p)
     log_prob = log_prob_fn(p, config)
 
     def train_step(state):
         ca0, cc0 = state.actor_carry, state.critic_carry
         state, tr, adv, target, vn = collect(state)
         hp = state.hp
-        lr = common.linear_anneal(hp.lr, state.update_idx, total_updates, config.anneal_lr)
-        critic_lr = common.linear_anneal(hp.critic_lr, state.update_idx, total_updates,
-                                         config.anneal_lr)
+        lr = linear_anneal(hp.lr, state.update_idx, iterations, config.anneal_lr)
+        critic_lr = linear_anneal(hp.critic_lr, state.update_idx, iterations, config.anneal_lr)
         # HARL normalises advantages once over the whole batch, before any M weighting, so
         # every agent sees the same scale whatever its position in the order.
         adv_n = (adv - adv.mean()) / (adv.std() + 1e-5)
@@ -320,7 +334,7 @@ def make_step(env, config, agent_update: Callable, unroll: bool = False):
             agent_update(p, config, hp, lr), log_prob, state.actor, state.actor_opt, data,
             order, jax.random.split(k_agents, n), factor0, config.sequential, unroll)
 
-        c_reset = tr["reset"][..., :1] if mappo.critic_ep(config) else tr["reset"]
+        c_reset = tr["reset"][..., :1] if p.ep else tr["reset"]
         c_batch = dict(c_x=tr["c_x"], reset=c_reset, value=tr["value"], target=target, cc0=cc0)
         critic, critic_opt, c_aux = critic_update(p, config, hp, critic_lr, state.critic,
                                                   state.critic_opt, c_batch, k_critic)
@@ -330,8 +344,8 @@ def make_step(env, config, agent_update: Callable, unroll: bool = False):
         metrics = jax.tree.map(jnp.mean, aux)          # averaged over the agents
         metrics["actor_grad_norm"] = metrics.pop("grad_norm")
         metrics.update(value_loss=c_aux["value_loss"], critic_grad_norm=c_aux["grad_norm"],
-                       final_factor_mean=factor.mean(), lr=lr)
-        metrics.update(common.episode_stats(tr["info"]))
+                       final_factor_mean=factor.mean(), lr=lr,
+                       episodes=EpisodeSums.of(tr["info"]))
         return state, metrics
 
     return train_step

@@ -28,7 +28,7 @@ import numpy as np
 import optax
 from flax import struct
 
-from jaxdiff.algos import common
+from jaxdiff import optim
 from jaxdiff.algos.base import Algorithm, ConfigError, dynamic, register, static
 from jaxdiff.statediff import infer, metrics
 from jaxdiff.statediff.train import TrainHParams, loss_fn
@@ -46,7 +46,6 @@ class Config:
     max_train_rows: int = static(0, lo=0, doc="use only the first N joint samples (0 = all)")
     flow_steps: int = static(10, lo=1, doc="denoising iterations L (individual and composite)")
     eval_samples: int = static(1024, lo=1, doc="joint samples per split in each evaluation")
-    total_steps: int = static(0, lo=0, doc="set by the runner")
     lr: float = dynamic(3e-4, lo=0.0)
     max_grad_norm: float = dynamic(1.0, lo=0.0)
     sigma_min: float = dynamic(0.01, lo=0.0, doc="noise range of Eq. 1 (log-uniform)")
@@ -118,11 +117,13 @@ def init(key, env, config: Config) -> State:
     tau_dim, state_dim = arrays["train_tau"].shape[-1], arrays["train_state"].shape[-1]
     k_init, key = jax.random.split(key)
     params = init_params(k_init, _model(config, state_dim), tau_dim)
-    return State(params=params, opt=common.adam_init(params), key=key,
+    return State(params=params, opt=optim.adam().init(params), key=key,
                  hp=jax.tree.map(jnp.asarray, config))
 
 
-def step(env, config: Config):
+def step(env, config: Config, *, iterations: int = 1):
+    opt = optim.adam()
+
     def train_step(state: State, data):
         hp = state.hp
         key, k_idx, k_noise = jax.random.split(state.key, 3)
@@ -133,9 +134,9 @@ def step(env, config: Config):
                            optimizer=optax.identity(), sigma_min=hp.sigma_min,
                            sigma_max=hp.sigma_max)
         loss, grads = jax.value_and_grad(loss_fn)(state.params, batch, k_noise, thp)
-        params, opt, gnorm = common.adam_step(state.params, state.opt, grads, hp.lr,
-                                              hp.max_grad_norm)
-        return (state.replace(params=params, opt=opt, key=key),
+        params, opt_state, gnorm = optim.apply(opt, state.params, state.opt, grads, hp.lr,
+                                               hp.max_grad_norm)
+        return (state.replace(params=params, opt=opt_state, key=key),
                 dict(loss=loss, grad_norm=gnorm))
     return train_step
 
@@ -169,20 +170,17 @@ def evaluate(config: Config, env):
     return run
 
 
-def act(config, env, state, obs, carry, mask, key, deterministic):
+def act(config, env, state, obs, carry, mask, key, *, deterministic: bool):
     raise ConfigError("state_diffusion estimates states from histories; it has no policy to "
                       "act with. Use its evaluation (PSNR) or `jaxdiff.statediff.infer`.")
-
-
-def init_carry(config, env):
-    return {}
 
 
 def env_steps_per_iter(config, env):
     return config.batch_size
 
 
-register("state_diffusion", Algorithm(
-    "state_diffusion", Config, init, step, act, init_carry, env_steps_per_iter,
+register(Algorithm(
+    name="state_diffusion", Config=Config, init=init, step=step, act=act,
+    env_steps_per_iter=env_steps_per_iter,
     doc="history-conditioned state denoiser (paper 000): individual and composite diffusion",
-    evaluate=evaluate, score="eval_psnr_composite", step_unit="samples", data=data))
+    evaluate=evaluate, score="eval_psnr_composite", unit="sample", data=data))

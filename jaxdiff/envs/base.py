@@ -48,10 +48,26 @@ class EnvSpec:
     max_steps: int = _static()  # episode length limit (agent steps)
     shared_reward: bool = _static()  # all agents get the same team reward
     has_win: bool = _static()  # episodes can be won (SMAX)
-    # Splitting a lone seed's envs over idle CPU devices pays off (jaxdiff.run.parallel): steps
+    # Splitting a lone seed's envs over idle CPU devices pays off (jaxdiff.parallel): steps
     # that are long chains of small ops (MABrax physics, SMAX unit logic). MPE's tiny steps only
     # pay the synchronisation (measured 0.6x), so it stays on one device.
     split_envs: bool = _static(default=False)
+
+    @property
+    def dim_mask(self):
+        """np.float32 [n_agents, act_dim]: 1 on each agent's real action dims (continuous
+        agents of different sizes are padded to act_dim), 0 on the padding."""
+        import numpy as np
+        mask = np.arange(self.act_dim)[None, :] < np.asarray(self.act_sizes)[:, None]
+        return mask.astype(np.float32)
+
+    def team_reward(self, reward, axis: int = -1, keepdims: bool = False):
+        """The team's reward from per-agent rewards: their mean when every agent already gets
+        the team reward (`shared_reward`), else their sum (HARL's and the episode return's
+        rule)."""
+        import jax.numpy as jnp
+        reduce = jnp.mean if self.shared_reward else jnp.sum
+        return reduce(reward, axis=axis, keepdims=keepdims)
 
     @property
     def heterogeneous(self) -> bool:

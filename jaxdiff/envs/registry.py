@@ -7,7 +7,7 @@ A factory is a callable taking keyword options and returning an unwrapped env (`
 Wrapper options: `register_wrapper(option_names, wrap)` adds options that every env accepts
 (default None = off); `make` builds the env without them and then calls `wrap(env, options)`.
 Packages above `envs` use it to plug in observation wrappers without `envs` importing them
-(`inferred_state`, from `jaxdiff.statediff.augment`, is imported on first use).
+(`inferred_state`, from `jaxdiff.statediff.augment`, is registered by `jaxdiff.run`).
 """
 
 from __future__ import annotations
@@ -22,9 +22,6 @@ from jaxdiff.envs.wrappers import EpisodeStats
 
 _REGISTRY: dict[str, Callable[..., Env]] = {}
 _WRAPPERS: list[tuple[tuple[str, ...], Callable[[Env, dict], Env]]] = []
-# Wrapper options provided by modules that register them when imported.
-_WRAPPER_MODULES = {"inferred_state": "jaxdiff.statediff.augment",
-                    "inferred_state_member": "jaxdiff.statediff.augment"}
 
 
 class UnknownEnvError(ValueError):
@@ -50,11 +47,8 @@ def register_wrapper(option_names, wrap: Callable[[Env, dict], Env]) -> None:
 
 
 def wrapper_options() -> list[str]:
-    """Options every env accepts through a registered wrapper (e.g. `inferred_state`); imports
-    the modules that provide them."""
-    import importlib
-    for module in sorted(set(_WRAPPER_MODULES.values())):
-        importlib.import_module(module)
+    """Options every env accepts through a registered wrapper (e.g. `inferred_state`, which
+    `jaxdiff.run` registers)."""
     return [n for names_, _ in _WRAPPERS for n in names_]
 
 
@@ -113,11 +107,11 @@ def make(name: str, **kw) -> Env:
     factory = _factory(name)
     _check_kwargs(name, factory, kw)
     own = _own_options(factory)
+    wrapped = wrapper_options()
     wrapper_kw = {k: v for k, v in kw.items()
-                  if (k not in own if own is not None else k in _WRAPPER_MODULES)}
+                  if (k not in own if own is not None else k in wrapped)}
     env = factory(**{k: v for k, v in kw.items() if k not in wrapper_kw})
     if wrapper_kw:
-        wrapper_options()  # imports the modules that provide them
         for names_, wrap in _WRAPPERS:
             opts = {n: wrapper_kw.get(n) for n in names_}
             if any(v is not None for v in opts.values()):

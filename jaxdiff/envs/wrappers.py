@@ -67,7 +67,7 @@ class EpisodeStats(Wrapper):
 
     def step(self, key, state: EpisodeStatsState, actions):
         obs, env_state, reward, done, info = self.env.step(key, state.env_state, actions)
-        team_reward = jnp.mean(reward) if self.spec.shared_reward else jnp.sum(reward)
+        team_reward = self.spec.team_reward(reward)
         ret = state.running_return + team_reward.astype(jnp.float32)
         length = state.running_length + 1
         ended = done[0]  # done is the same for every agent (episode-level)

@@ -66,3 +66,12 @@ def orthogonal(scale: float = 1.0, column_axis: int = -1, dtype=jnp.float32):
         return jnp.asarray(scale, dtype) * jnp.moveaxis(q, -1, axis)
 
     return init
+
+
+def torch_linear(features: int, gain: float = 1.0):
+    """A Dense layer with torch.nn.Linear's default weights, U(+-gain / sqrt(fan_in)), and zero
+    biases (HARL's PlainMLP initialisation)."""
+    import flax.linen as nn
+    from flax.linen.initializers import variance_scaling, zeros_init
+    return nn.Dense(features, kernel_init=variance_scaling(gain ** 2 / 3, "fan_in", "uniform"),
+                    bias_init=zeros_init())

@@ -38,7 +38,15 @@ class Checkpointer:
         return sorted(self._m.all_steps())
 
     def save(self, step: int, state, meta: dict) -> None:
+        """Write `state` and `meta` as `step`, replacing any checkpoint at `step` or later.
+
+        Such checkpoints are left over from before a resume (`restore_latest` skipped them as
+        unreadable, or the run went back to an earlier step): orbax refuses to write an existing
+        step (StepAlreadyExistsError, even with force=True), and `max_to_keep` would otherwise
+        delete good older checkpoints while keeping the stale newer ones."""
         ocp = _ocp()
+        for stale in [s for s in self._m.all_steps() if s >= step]:
+            self._m.delete(stale)
         self._m.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                    meta=ocp.args.JsonSave(meta)), force=True)
         self._m.wait_until_finished()

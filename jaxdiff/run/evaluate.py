@@ -42,7 +42,8 @@ def _episode(algorithm, env, config, state, key):
     k_reset, key = jax.random.split(key)
     obs, es = jax.jit(env.reset)(k_reset)
     carry = algorithm.init_carry(config, env)
-    act = jax.jit(lambda o, h, m, k: algorithm.act(config, env, state, o, h, m, k, True))
+    act = jax.jit(lambda o, h, m, k: algorithm.act(config, env, state, o, h, m, k,
+                                                                deterministic=True))
     step = jax.jit(env.step)
     mask_fn = jax.jit(env.action_mask)
     seq = []

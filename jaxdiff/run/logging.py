@@ -58,6 +58,13 @@ def _stats(values, prefix):
             f"{prefix}_iqm": iqm(v)}
 
 
+def _rank(value) -> tuple:
+    """Sort key of a score: finite values by size, above every non-finite one (a NaN compares
+    False with everything, so `max` would keep a leading NaN as the best)."""
+    finite = value is not None and math.isfinite(value)
+    return (finite, value if finite else 0.0)
+
+
 def summarise(rows: list[dict], score: str = "eval_return") -> dict:
     """Final and best evaluation per grid point (mean, std and IQM over seeds)."""
     by_grid = defaultdict(lambda: defaultdict(list))
@@ -67,7 +74,7 @@ def summarise(rows: list[dict], score: str = "eval_return") -> dict:
     out = {}
     for g, seeds in sorted(by_grid.items()):
         finals = [runs[-1] for _, runs in sorted(seeds.items())]
-        bests = [max(runs, key=lambda r: r[score]) for _, runs in sorted(seeds.items())]
+        bests = [max(runs, key=lambda r: _rank(r[score])) for _, runs in sorted(seeds.items())]
         name = "return" if score == "eval_return" else score.removeprefix("eval_")
         final = _stats([r[score] for r in finals], name)
         best = _stats([r[score] for r in bests], name)

@@ -80,8 +80,6 @@ def prepare(spec: RunSpec):
     env = envs_lib.make(spec.env, **spec.env_kwargs)
     algos.check_action_type(algorithm, env.spec)
     overrides = dict(spec.algo_overrides)
-    if "total_steps" in algos.config_fields(algorithm.Config):
-        overrides.setdefault("total_steps", spec.total_steps)
     base = algos.make_config(algorithm.Config, overrides)
     configs = []
     for point in spec.grid or [{}]:
@@ -100,7 +98,7 @@ def ensemble_sharding(n_members: int, env_split: int = 1):
     host device per core, so the members of a run execute on all cores at once; on GPUs this is
     data parallelism over members. Devices left over (fewer members than devices) form the
     "data" axis when the algorithm can split an env axis of size `env_split` over it
-    (`Algorithm.env_split`, `jaxdiff.run.parallel`); arrays placed with the returned sharding
+    (`Algorithm.env_split`, `jaxdiff.parallel`); arrays placed with the returned sharding
     are replicated along "data"."""
     devices = jax.devices()
     k = max(d for d in range(1, min(len(devices), n_members) + 1) if n_members % d == 0)
@@ -167,7 +165,7 @@ def make_chunk(step_fn, iters: int, sharding):
 def compile_chunk(chunk, state, data, sharding):
     """jit(chunk) with the state donated, lowered for (state, data) on `sharding`'s mesh (env
     axes split over its "data" axis) and compiled; returns (compiled, compile seconds)."""
-    from jaxdiff.run import parallel
+    from jaxdiff import parallel
     t0 = time.perf_counter()
     with parallel.env_parallel(None if sharding is None else sharding.mesh):
         compiled = jax.jit(chunk, donate_argnums=0,
@@ -191,10 +189,21 @@ def _ensemble(spec: RunSpec, algorithm, env, configs):
     return members, root, keys, hp, init_fn
 
 
-def _step_and_eval(algorithm, env, config, episodes: int):
+def plan(algorithm, env, config, total_steps: int, chunks: int):
+    """How a run of `total_steps` env steps (or samples) per member is laid out:
+    (steps per iteration, iterations per chunk K, number of chunks, total iterations = K x
+    chunks). The run takes at least `total_steps` (rounded up to whole chunks)."""
+    per_iter = algorithm.env_steps_per_iter(config, env)
+    total_iters = max(1, math.ceil(total_steps / per_iter))
+    K = max(1, math.ceil(total_iters / chunks))
+    n_chunks = math.ceil(total_iters / K)
+    return per_iter, K, n_chunks, K * n_chunks
+
+
+def _step_and_eval(algorithm, env, config, episodes: int, iterations: int):
     """(step(state, data), evaluate(state, key, data), data) for one ensemble member, whether or
     not the algorithm takes a data input (`Algorithm.data`; None when it does not)."""
-    step = algorithm.step(env, config)
+    step = algorithm.step(env, config, iterations=iterations)
     evaluate = (algorithm.evaluate(config, env) if algorithm.evaluate is not None
                 else make_evaluate(algorithm, env, config, episodes))
     if algorithm.data is not None:
@@ -218,7 +227,8 @@ def make_evaluate(algorithm, env, config, episodes: int):
             obs, es, carry, seen, ret, won = c
             k_act, k_env = jax.random.split(k)
             mask = jax.vmap(env.action_mask)(es)
-            act = lambda o, h, m, kk: algorithm.act(config, env, state, o, h, m, kk, deterministic)
+            act = lambda o, h, m, kk: algorithm.act(config, env, state, o, h, m, kk,
+                                                    deterministic=deterministic)
             actions, carry = jax.vmap(act)(obs, carry, mask, jax.random.split(k_act, episodes))
             obs, es, _, _, info = jax.vmap(env.step)(jax.random.split(k_env, episodes), es, actions)
             ended = info["returned_episode"]
@@ -248,6 +258,18 @@ def make_evaluate(algorithm, env, config, episodes: int):
     return evaluate
 
 
+def _flat_metrics(metrics: dict) -> dict:
+    """Name -> array for every metric leaf (an `EpisodeSums` contributes its fields)."""
+    out = {}
+    for k, v in metrics.items():
+        if isinstance(v, algos.EpisodeSums):
+            out.update({f"{k}.{f}": np.asarray(getattr(v, f))
+                        for f in ("count", "return_sum", "length_sum", "won_sum")})
+        else:
+            out[k] = np.asarray(v)
+    return out
+
+
 def _finite_report(metrics_np: dict, params_ok: np.ndarray, members) -> str | None:
     for name, v in metrics_np.items():
         bad = ~np.isfinite(v)
@@ -262,21 +284,21 @@ def _finite_report(metrics_np: dict, params_ok: np.ndarray, members) -> str | No
 
 
 def _aggregate(metrics: dict) -> dict:
-    """[K, M] per-iteration metrics -> per-member chunk values: episode sums are pooled over
-    the chunk, everything else averaged."""
+    """[K, M] per-iteration metrics -> per-member chunk values. The kind is the type: an
+    `EpisodeSums` is pooled over the chunk's finished episodes (train_return, train_length,
+    train_win_rate; NaN when none ended; train_episodes counts them), anything else averaged."""
     out = {}
-    episodes = metrics.get("episodes")
     for k, v in metrics.items():
-        v = np.asarray(v, dtype=np.float64)
-        if k == "episodes":
-            out["train_episodes"] = v.sum(0)
-        elif k.endswith("_sum") and episodes is not None:
-            name = {"episode_return_sum": "train_return", "episode_length_sum": "train_length",
-                    "won_sum": "train_win_rate"}.get(k, k[:-4])
-            with np.errstate(invalid="ignore", divide="ignore"):
-                out[name] = np.where(episodes.sum(0) > 0, v.sum(0) / episodes.sum(0), np.nan)
+        if isinstance(v, algos.EpisodeSums):
+            count = np.asarray(v.count, dtype=np.float64).sum(0)
+            out["train_episodes"] = count
+            for name, total in (("train_return", v.return_sum), ("train_length", v.length_sum),
+                                ("train_win_rate", v.won_sum)):
+                total = np.asarray(total, dtype=np.float64).sum(0)
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    out[name] = np.where(count > 0, total / count, np.nan)
         else:
-            out[k] = v.mean(0)
+            out[k] = np.asarray(v, dtype=np.float64).mean(0)
     return out
 
 
@@ -332,12 +354,10 @@ def train(spec: RunSpec, run_dir: str, *, progress: bool = True, tensorboard: bo
 
     S = spec.seeds
     members, root, keys, hp, init_fn = _ensemble(spec, algorithm, env, configs)
-    per_iter = algorithm.env_steps_per_iter(base, env)
-    total_iters = max(1, math.ceil(spec.total_steps / per_iter))
-    K = max(1, math.ceil(total_iters / spec.chunks))
-    n_chunks = math.ceil(total_iters / K)
+    per_iter, K, n_chunks, iterations = plan(algorithm, env, base, spec.total_steps, spec.chunks)
 
-    step_fn, evaluate_one, data = _step_and_eval(algorithm, env, base, spec.eval_episodes)
+    step_fn, evaluate_one, data = _step_and_eval(algorithm, env, base, spec.eval_episodes,
+                                                 iterations)
     sharding = member_sharding(algorithm, env, base, len(members))
     keys, hp, data = place(keys, sharding), place(hp, sharding), replicate(data, sharding)
     chunk = make_chunk(step_fn, K, sharding)
@@ -367,7 +387,7 @@ def train(spec: RunSpec, run_dir: str, *, progress: bool = True, tensorboard: bo
     if progress and not quiet and start < n_chunks:
         from tqdm.auto import tqdm
         bar = tqdm(total=n_chunks * K * per_iter, initial=start * K * per_iter,
-                   unit=algorithm.step_unit.rstrip("s").split("-")[-1],
+                   unit=algorithm.unit,
                    unit_scale=True, dynamic_ncols=True, desc=f"{spec.algo}/{spec.env}",
                    file=sys.stderr)
     tb = runlog.TensorBoard(run_dir) if tensorboard else None
@@ -380,8 +400,7 @@ def train(spec: RunSpec, run_dir: str, *, progress: bool = True, tensorboard: bo
             dt = time.perf_counter() - t
             run_time += dt
             run_steps += K * per_iter * len(members)
-            problem = _finite_report({k: np.asarray(v) for k, v in metrics.items()},
-                                     np.asarray(finite(state)), members)
+            problem = _finite_report(_flat_metrics(metrics), np.asarray(finite(state)), members)
             if problem:
                 if bar:
                     bar.close()
@@ -481,3 +500,13 @@ def restore_state(run_dir: str):
     if restored is None:
         raise FileNotFoundError(f"`{run_dir}` has no checkpoint yet; train first.")
     return spec, algorithm, env, base, restored[1], members
+
+
+def _register_env_options():
+    # `env.inferred_state=<state_diffusion run>`: a wrapper that needs this module's
+    # `restore_state`, so it is registered here, above both envs and statediff.
+    from jaxdiff.statediff import augment
+    augment.register_env_options(restore_state)
+
+
+_register_env_options()

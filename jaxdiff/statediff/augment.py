@@ -92,13 +92,13 @@ class InferredStateObs(Wrapper):
         return out, InferredStateEnvState(env_state, window), reward, done, info
 
 
-def load_denoiser(run_dir: str, member: int = 0):
-    """The denoiser of a `state_diffusion` run's last checkpoint.
+def load_denoiser(run_dir: str, member: int = 0, *, restore_state):
+    """The denoiser of a `state_diffusion` run's last checkpoint, read by `restore_state`
+    (`jaxdiff.run.runner.restore_state`, passed in: this module sits below the runner).
 
     -> (f, hspec, state_dim, config, env name of its dataset) with f(τ, y) closed over the
     parameters of ensemble member `member` (seed index; grid point 0)."""
     from jaxdiff.data import load_dataset
-    from jaxdiff.run.runner import restore_state
 
     cfg_path = os.path.join(run_dir, "config.json")
     if not os.path.exists(cfg_path):
@@ -123,9 +123,10 @@ def load_denoiser(run_dir: str, member: int = 0):
     return denoise_fn(model, params), hspec, state_dim, config, ds.meta["env"]
 
 
-def wrap_from_run(env: Env, run_dir: str, member: int = 0) -> InferredStateObs:
+def wrap_from_run(env: Env, run_dir: str, member: int = 0, *, restore_state) -> InferredStateObs:
     """`InferredStateObs` around `env` with the denoiser of a state_diffusion run."""
-    f, hspec, state_dim, config, data_env = load_denoiser(run_dir, member)
+    f, hspec, state_dim, config, data_env = load_denoiser(run_dir, member,
+                                                          restore_state=restore_state)
     if data_env != env.spec.name:
         raise ValueError(f"`inferred_state={run_dir}`: its denoiser was trained on `{data_env}` "
                          f"data, not `{env.spec.name}`; use `env={data_env}` or another run.")
@@ -133,11 +134,15 @@ def wrap_from_run(env: Env, run_dir: str, member: int = 0) -> InferredStateObs:
                             sigma_init=float(config.sigma_init))
 
 
-def _wrap_option(env: Env, options: dict) -> Env:
-    run_dir = options.get("inferred_state")
-    if not run_dir:
-        return env
-    return wrap_from_run(env, str(run_dir), int(options.get("inferred_state_member") or 0))
+def register_env_options(restore_state) -> None:
+    """Make `inferred_state=<state_diffusion run_dir>` (and `inferred_state_member=<seed>`) an
+    option of every env in the registry. Called by the runner, which owns `restore_state`
+    (envs know nothing of statediff; the option is registered from above)."""
+    def wrap_option(env: Env, options: dict) -> Env:
+        run_dir = options.get("inferred_state")
+        if not run_dir:
+            return env
+        return wrap_from_run(env, str(run_dir), int(options.get("inferred_state_member") or 0),
+                             restore_state=restore_state)
 
-
-registry.register_wrapper(("inferred_state", "inferred_state_member"), _wrap_option)
+    registry.register_wrapper(("inferred_state", "inferred_state_member"), wrap_option)

@@ -3,7 +3,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxdiff.algos import base, common, mappo
+from jaxdiff.algos import base, mappo
+from jaxdiff.algos import returns as common
 
 
 def test_gae_matches_hand_computation():

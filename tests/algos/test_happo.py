@@ -10,10 +10,12 @@ import pytest
 
 import jaxdiff.envs.toys  # noqa: F401  (registers coordination_game)
 from jaxdiff import envs
-from jaxdiff.algos import base, happo, mappo
+from jaxdiff.algos import base, happo, sequential
 from jaxdiff.envs.toys.coordination import CoordinationGame, expected_reward
 from jaxdiff.envs.wrappers import EpisodeStats
 from jaxdiff.nets.agents import apply_agents
+
+happo_act = base.get("happo").act
 
 
 class _MaskedGame(CoordinationGame):
@@ -27,7 +29,7 @@ class _MaskedGame(CoordinationGame):
 
 
 def _probs(env, cfg, actor, mask):
-    p = mappo._parts(env, cfg)
+    p = sequential.parts(env, cfg)
     _, out = apply_agents(p.actor, actor, False, jnp.zeros((2, cfg.hidden)), jnp.ones((2, 1)),
                           jnp.zeros((2,), bool))
     return jax.nn.softmax(jnp.where(mask, out[0], -1e9), -1)
@@ -43,14 +45,14 @@ def test_masked_action_never_taken_and_gets_no_probability():
     step = jax.jit(happo.step(env, cfg))
     for _ in range(5):
         state, metrics = step(state)
-    assert all(math.isfinite(float(v)) for v in metrics.values())
+    assert all(math.isfinite(float(v)) for v in jax.tree.leaves(metrics))
     mask = env.unwrapped.action_mask(None)
     probs = _probs(env, cfg, state.actor, mask)
     assert float(probs[0, 2]) == 0.0
     assert float(probs[1, 2]) > 0.5          # the unmasked agent did learn the bonus
     keys = jax.random.split(jax.random.PRNGKey(1), 256)
-    acts = jax.vmap(lambda k: mappo.act(cfg, env, state, jnp.ones((2, 1)), jnp.zeros((2, 16)),
-                                        mask, k, False)[0])(keys)
+    acts = jax.vmap(lambda k: happo_act(cfg, env, state, jnp.ones((2, 1)), jnp.zeros((2, 16)),
+                                        mask, k, deterministic=False)[0])(keys)
     assert not bool((acts[:, 0] == 2).any())
 
 
@@ -81,7 +83,7 @@ def test_heterogeneous_padded_action_dims_get_no_update():
     cfg = base.make_config(happo.Config, dict(num_envs=4, num_steps=25, hidden=16, lr=0.01))
     state = happo.init(jax.random.PRNGKey(0), env, cfg)
     new, metrics = jax.jit(happo.step(env, cfg))(state)
-    assert all(math.isfinite(float(v)) for v in metrics.values())
+    assert all(math.isfinite(float(v)) for v in jax.tree.leaves(metrics))
     old_std, new_std = state.actor["params"]["log_std"], new.actor["params"]["log_std"]
     np.testing.assert_array_equal(new_std[0, 3:], old_std[0, 3:])
     assert np.abs(np.asarray(new_std[0, :3] - old_std[0, :3])).max() > 0

@@ -9,7 +9,7 @@ from jax.flatten_util import ravel_pytree
 
 import jaxdiff.envs.toys  # noqa: F401  (registers coordination_game)
 from jaxdiff import envs
-from jaxdiff.algos import base, hatrpo, mappo
+from jaxdiff.algos import base, hatrpo, sequential
 from jaxdiff.nets import distributions as D
 from jaxdiff.nets.agents import apply_agents
 
@@ -98,7 +98,7 @@ def test_real_step_keeps_every_agents_kl_below_delta():
     cfg = base.make_config(hatrpo.Config, dict(num_envs=8, num_steps=4, hidden=16,
                                                critic_epochs=1, kl_threshold=delta))
     state = hatrpo.init(jax.random.PRNGKey(0), env, cfg)
-    p = mappo._parts(env, cfg)
+    p = sequential.parts(env, cfg)
 
     def probs(actor):
         _, out = apply_agents(p.actor, actor, False, jnp.zeros((3, 16)), jnp.ones((3, 1)),

@@ -4,9 +4,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from types import SimpleNamespace
 
-from jaxdiff.algos import mappo
+from jaxdiff.algos import onpolicy
 
 
 def _ids(T, E, extra=()):
@@ -19,9 +18,9 @@ def _ids(T, E, extra=()):
 
 @pytest.mark.parametrize("T,E,M", [(8, 4, 2), (8, 3, 4), (6, 5, 1)])
 def test_feed_forward_split_is_a_stratified_permutation(T, E, M):
-    cfg = SimpleNamespace(num_minibatches=M, num_steps=T, num_envs=E, recurrent=False)
+    cfg = dict(num_minibatches=M, num_steps=T, num_envs=E, recurrent=False)
     t, e = _ids(T, E, (3,))
-    out = mappo.minibatches(cfg, jax.random.PRNGKey(1), dict(t=t, e=e, ca0=jnp.zeros((E, 3, 2))))
+    out = onpolicy.minibatches(jax.random.PRNGKey(1), dict(t=t, e=e, ca0=jnp.zeros((E, 3, 2))), **cfg)
     assert out["t"].shape == (M, 1, T * E // M, 3) and out["ca0"].shape == (M, T * E // M, 3, 2)
     pairs = np.stack([np.asarray(out["t"])[..., 0].ravel(), np.asarray(out["e"])[..., 0].ravel()], 1)
     assert len({tuple(p) for p in pairs}) == T * E            # each (t, env) exactly once
@@ -31,25 +30,25 @@ def test_feed_forward_split_is_a_stratified_permutation(T, E, M):
         counts = np.bincount(np.asarray(out["e"])[m, 0, :, 0], minlength=E)
         assert np.all(counts == T // M)
     # a different key gives a different order
-    again = mappo.minibatches(cfg, jax.random.PRNGKey(2), dict(t=t, e=e))
+    again = onpolicy.minibatches(jax.random.PRNGKey(2), dict(t=t, e=e), **cfg)
     assert M == 1 or not np.array_equal(np.asarray(again["t"]), np.asarray(out["t"]))
 
 
 def test_feed_forward_split_without_m_dividing_t_is_still_a_permutation():
     T, E, M = 6, 4, 4
-    cfg = SimpleNamespace(num_minibatches=M, num_steps=T, num_envs=E, recurrent=False)
+    cfg = dict(num_minibatches=M, num_steps=T, num_envs=E, recurrent=False)
     t, e = _ids(T, E)
-    out = mappo.minibatches(cfg, jax.random.PRNGKey(0), dict(t=t, e=e))
+    out = onpolicy.minibatches(jax.random.PRNGKey(0), dict(t=t, e=e), **cfg)
     pairs = {(a, b) for a, b in zip(np.asarray(out["t"]).ravel(), np.asarray(out["e"]).ravel())}
     assert len(pairs) == T * E
 
 
 def test_recurrent_split_keeps_sequences_and_one_env_per_block():
     T, E, M = 5, 12, 3
-    cfg = SimpleNamespace(num_minibatches=M, num_steps=T, num_envs=E, recurrent=True)
+    cfg = dict(num_minibatches=M, num_steps=T, num_envs=E, recurrent=True)
     t, e = _ids(T, E, (2,))
     carry = jnp.broadcast_to(jnp.arange(E)[:, None, None], (E, 2, 4)).astype(jnp.float32)
-    out = mappo.minibatches(cfg, jax.random.PRNGKey(3), dict(t=t, e=e, ca0=carry))
+    out = onpolicy.minibatches(jax.random.PRNGKey(3), dict(t=t, e=e, ca0=carry), **cfg)
     assert out["e"].shape == (M, T, E // M, 2) and out["ca0"].shape == (M, E // M, 2, 4)
     envs = np.asarray(out["e"])[:, 0, :, 0]                    # [M, E/M]
     assert sorted(envs.ravel().tolist()) == list(range(E))     # every env once per epoch

@@ -1,7 +1,9 @@
 """QMIX: monotonic mixer, masked greedy/epsilon-greedy actions, double-Q and TD(lambda) targets
 by hand, replay/target-update bookkeeping, runner smoke on SMAX 3m, resume with the replay
 buffer, and (slow) learning on 3m."""
+import functools
 import math
+from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
@@ -68,23 +70,110 @@ def test_masked_argmax_and_epsilon_greedy_respect_masks():
     assert set(a.tolist()) == {0, 1, 2}
 
 
-def test_act_respects_heterogeneous_action_counts():
-    env = envs.make("mpe_simple_speaker_listener")  # speaker has 3 actions, listener 5
-    config = base.make_config(qmix.Config, TINY)
-    state = jax.jit(lambda k: qmix.init(k, env, config))(jax.random.PRNGKey(0))
-    obs, es = env.reset(jax.random.PRNGKey(1))
-    mask = env.action_mask(es)
-    carry = qmix.init_carry(config, env)
-    keys = jax.random.split(jax.random.PRNGKey(2), 512)
-    sizes = np.asarray(env.spec.act_sizes)
-    for det in (True, False):
-        acts, new = jax.jit(jax.vmap(lambda k: qmix.act(config, env, state, obs, carry, mask,
-                                                        k, det)))(keys)
-        assert (np.asarray(acts) < sizes[None, :]).all()
-        assert new["h"].shape == (512, env.spec.n_agents, config.hidden)
-        np.testing.assert_array_equal(new["last_action"], acts)
-        if det:  # greedy is deterministic
-            assert (np.asarray(acts) == np.asarray(acts)[:1]).all()
+def _numpy_rnn_agent(params, obs, h, last_action, n_actions):
+    """pymarl's RNNAgent written out in numpy (flax GRUCell equations): input [obs, one-hot
+    last action (zeros for -1), one-hot agent id] -> Dense -> ReLU -> GRU -> Dense.
+    obs [B, n, d], h [B, n, H], last_action int [B, n] -> (h' [B, n, H], q [B, n, A])."""
+    P = jax.tree.map(lambda x: np.asarray(x, np.float64), params["params"])
+    B, n = last_action.shape
+    la = (last_action[..., None] == np.arange(n_actions)).astype(np.float64)
+    agent_id = np.broadcast_to(np.eye(n), (B, n, n))
+    x = np.concatenate([obs, la, agent_id], -1)
+
+    def lin(p, v):
+        return v @ p["kernel"] + p.get("bias", 0.0)
+
+    sig = lambda v: 1.0 / (1.0 + np.exp(-v))
+    x = np.maximum(lin(P["Torso_0"]["Dense_0"], x), 0.0)
+    g = P["Torso_0"]["GRUCell_0"]
+    r = sig(lin(g["ir"], x) + lin(g["hr"], h))
+    z = sig(lin(g["iz"], x) + lin(g["hz"], h))
+    cand = np.tanh(lin(g["in"], x) + r * lin(g["hn"], h))
+    h_new = (1.0 - z) * cand + z * h
+    return h_new, lin(P["Dense_0"], h_new)
+
+
+@pytest.fixture(scope="module")
+def speaker_listener():
+    """QMIX on speaker-listener (speaker: 3 of 5 actions, listener: 5) with every agent
+    parameter perturbed, so no bias is zero and the checks lean on no initialisation; `act`
+    is jitted once with the state as an argument (hyper-parameters vary without recompiling)."""
+    algorithm = base.get("qmix")
+    env = envs.make("mpe_simple_speaker_listener")
+    config = base.make_config(algorithm.Config, TINY)
+    state = jax.jit(lambda k: algorithm.init(k, env, config))(jax.random.PRNGKey(0))
+    leaves, tree = jax.tree.flatten(state.params["agent"])
+    keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
+    agent = jax.tree.unflatten(tree, [x + 0.3 * jax.random.normal(k, x.shape)
+                                      for x, k in zip(leaves, keys)])
+    state = state.replace(params=dict(state.params, agent=agent))
+    _, env_state = env.reset(jax.random.PRNGKey(2))
+
+    @functools.partial(jax.jit, static_argnames="deterministic")
+    def act(state, obs, carry, mask, key, deterministic):     # batched over a leading axis
+        return jax.vmap(lambda o, c, m, k: algorithm.act(config, env, state, o, c, m, k,
+                                                         deterministic=deterministic))(
+            obs, carry, mask, key)
+
+    return SimpleNamespace(algorithm=algorithm, env=env, config=config, state=state, act=act,
+                           env_mask=np.asarray(env.action_mask(env_state)))
+
+
+def test_greedy_act_is_the_masked_argmax_of_the_agent_q_values(speaker_listener):
+    """Deterministic act = argmax over the AVAILABLE actions of Q-values recomputed in numpy from
+    the agent parameters, on random observations, GRU states, last actions and masks; the new
+    carry is the numpy GRU state and the chosen action."""
+    sl = speaker_listener
+    spec = sl.env.spec
+    n, A, B = spec.n_agents, spec.act_dim, 256
+    k = jax.random.split(jax.random.PRNGKey(3), 4)
+    obs = np.asarray(jax.random.normal(k[0], (B, n, spec.obs_dim)))
+    h = np.asarray(0.5 * jax.random.normal(k[1], (B, n, sl.config.hidden)))
+    last = np.asarray(jax.random.randint(k[2], (B, n), -1, A), np.int32)
+    mask = np.asarray(jax.random.bernoulli(k[3], 0.5, (B, n, A))) & sl.env_mask
+    mask[..., 0] |= ~mask.any(-1)                                   # one action at least
+
+    actions, carry = jax.device_get(sl.act(sl.state, obs, dict(h=h, last_action=last), mask,
+                                           jax.random.split(k[0], B), deterministic=True))
+    h_ref, q_ref = _numpy_rnn_agent(sl.state.params["agent"], obs, h, last, A)
+    np.testing.assert_allclose(carry["h"], h_ref, rtol=1e-4, atol=1e-5)
+    expected = np.argmax(np.where(mask, q_ref, -np.inf), -1)
+    np.testing.assert_array_equal(actions, expected)
+    np.testing.assert_array_equal(carry["last_action"], actions)
+    assert np.take_along_axis(mask, actions[..., None], -1).all()
+    # the masks mattered: the unmasked argmax is often unavailable
+    assert (~np.take_along_axis(mask, np.argmax(q_ref, -1)[..., None], -1)).mean() > 0.2
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.4, 1.0])
+def test_epsilon_greedy_act_frequencies(speaker_listener, eps):
+    """Stochastic act draws a uniformly random AVAILABLE action with probability eps_finish,
+    else the greedy one: P(a) = (1 - eps) 1{a = greedy} + eps / #available, checked by a
+    chi-square test over 20k keys per agent; unavailable actions never appear."""
+    from scipy import stats
+
+    sl = speaker_listener
+    n, A = sl.env.spec.n_agents, sl.env.spec.act_dim
+    mask = sl.env_mask.copy()
+    mask[1, 3] = False                                     # listener: 4 of its 5 actions
+    obs = np.asarray(jax.random.normal(jax.random.PRNGKey(5), (n, sl.env.spec.obs_dim)))
+    carry = sl.algorithm.init_carry(sl.config, sl.env)
+    state = sl.state.replace(hp=sl.state.hp.replace(eps_finish=jnp.asarray(eps)))
+    draws = 20_000
+    batch = lambda x: jax.tree.map(lambda v: np.broadcast_to(v, (draws,) + np.shape(v)), x)
+    keys = jax.random.split(jax.random.PRNGKey(6), draws)
+    greedy = np.asarray(sl.act(state, *batch((obs, carry, mask)), keys, deterministic=True)[0][0])
+    actions = np.asarray(sl.act(state, *batch((obs, carry, mask)), keys, deterministic=False)[0])
+    for i in range(n):
+        counts = np.bincount(actions[:, i], minlength=A)
+        assert counts[~mask[i]].sum() == 0, (i, counts)
+        p = mask[i] * eps / mask[i].sum()
+        p[greedy[i]] += 1.0 - eps
+        if eps == 0.0:
+            assert counts[greedy[i]] == draws
+            continue
+        avail = mask[i]
+        assert stats.chisquare(counts[avail], draws * p[avail]).pvalue > 1e-3, (i, counts, p)
 
 
 def test_double_q_uses_online_argmax_over_available_actions():
@@ -144,7 +233,7 @@ def test_step_bookkeeping_on_mpe(tmp_path):
     assert same(s1.params, state.params)
     s2, m2 = step(s1)                         # 4 stored: gradient step 1, target kept
     assert float(m2["learning"]) == 1 and int(s2.grad_steps) == 1
-    assert all(np.isfinite(np.asarray(v)).all() for v in m2.values())
+    assert all(np.isfinite(np.asarray(v)).all() for v in jax.tree.leaves(m2))
     assert not same(s2.params, state.params) and same(s2.target, state.target)
     ckpt = Checkpointer(str(tmp_path / "ckpt"))
     ckpt.save(2, s2, {})
@@ -169,19 +258,6 @@ def test_refuses_continuous_actions():
                                                     action_type="continuous").spec)
     with pytest.raises(base.ConfigError, match="buffer_size"):
         base.make_config(qmix.Config, dict(buffer_size=4, batch_size=8))
-
-
-def test_yaml_config_matches_config_defaults():
-    import pathlib
-
-    import yaml
-    path = pathlib.Path(__file__).parents[2] / "configs" / "algo" / "qmix.yaml"
-    cfg = yaml.safe_load(path.read_text())
-    assert cfg.pop("name") == "qmix"
-    presets = cfg.pop("presets")
-    assert cfg == base.config_to_dict(qmix.Config())   # every key, at its default
-    for family, over in presets.items():
-        base.make_config(qmix.Config, over)                # presets hold valid keys
 
 
 # ----------------------------------------------------------------------------- runner

@@ -1,9 +1,13 @@
-"""Registry: names, error messages, option validation, Hydra configs, lazy imports."""
+"""Registry: every cheap registered env honours its spec on a real rollout, error messages
+(close matches, options), option validation, Hydra configs, lazy imports."""
 
 import pathlib
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 import yaml
 
@@ -24,19 +28,111 @@ REQUIRED = [
 ]
 
 
+# Families whose every name is cheap to build and step on 2 CPU cores; SMAX and MABrax (seconds
+# to tens of seconds per map) are represented by one name each, MABrax only under `-m slow`.
+CHEAP_PREFIXES = ("mpe_", "sensor_", "coordination_game")
+HEAVY = [pytest.param("smax_3m", {}, id="smax_3m"),
+         pytest.param("mabrax_hopper_3x1", {}, id="mabrax_hopper_3x1", marks=pytest.mark.slow)]
+
+
 def test_required_names_registered():
     missing = [n for n in REQUIRED if n not in envs.names()]
     assert not missing, missing
-    assert envs.names() == sorted(envs.names())
 
 
-def test_unknown_name_lists_valid_names_and_suggests_closest():
+def _cases():
+    cheap = [n for n in envs.names() if n.startswith(CHEAP_PREFIXES)]
+    return ([pytest.param(n, {}, id=n) for n in cheap]
+            + [pytest.param("mpe_simple_spread", {"action_type": "continuous"},
+                            id="mpe_simple_spread-continuous")] + HEAVY)
+
+
+def _random_actions(key, spec, mask):
+    if spec.discrete:   # uniform over the available actions
+        return jax.random.categorical(key, jnp.where(mask, 0.0, -jnp.inf)).astype(jnp.int32)
+    low = jnp.broadcast_to(jnp.asarray(spec.action_low, jnp.float32), (spec.act_dim,))
+    high = jnp.broadcast_to(jnp.asarray(spec.action_high, jnp.float32), (spec.act_dim,))
+    return jax.random.uniform(key, (spec.n_agents, spec.act_dim), minval=low, maxval=high)
+
+
+@pytest.mark.parametrize("name,kw", _cases())
+def test_spec_matches_a_rollout(name, kw):
+    """`make(name)` gives an env whose reset/step/global_state/action_mask have the shapes and
+    dtypes its spec announces, whose padding is zero and masks cover exactly the true action
+    counts, and whose first episode ends by `max_steps` with the EpisodeStats return equal to
+    the summed (team) rewards of the steps."""
+    env = envs.make(name, **kw)
+    spec = env.spec
+    n, T = spec.n_agents, spec.max_steps
+
+    @jax.jit
+    def rollout(key):
+        k0, key = jax.random.split(key)
+        obs0, state = env.reset(k0)
+        first = (env.action_mask(state), env.global_state(state))
+
+        def body(state, k):
+            k_a, k_s = jax.random.split(k)
+            mask = env.action_mask(state)
+            actions = _random_actions(k_a, spec, mask)
+            obs, state, reward, done, info = env.step(k_s, state, actions)
+            return state, (obs, reward, done, info, mask, actions)
+
+        _, out = jax.lax.scan(body, state, jax.random.split(key, T))
+        return obs0, first, out
+
+    obs0, (mask0, gstate0), (obs, reward, done, info, masks, actions) = jax.device_get(
+        rollout(jax.random.key(0)))
+    assert obs0.shape == (n, spec.obs_dim) and obs0.dtype == np.float32
+    assert obs.shape == (T, n, spec.obs_dim) and np.isfinite(obs).all() and np.isfinite(obs0).all()
+    assert gstate0.shape == (spec.state_dim,) and np.isfinite(gstate0).all()
+    assert mask0.shape == (n, spec.act_dim) and mask0.dtype == np.bool_
+    assert reward.shape == (T, n) and reward.dtype == np.float32 and np.isfinite(reward).all()
+    assert done.shape == (T, n) and done.dtype == np.bool_
+    assert len(spec.obs_sizes) == n and len(spec.act_sizes) == n
+    for i in range(n):   # heterogeneous agents: zero padding beyond each agent's true sizes
+        assert not obs0[i, spec.obs_sizes[i]:].any() and not obs[:, i, spec.obs_sizes[i]:].any()
+        if spec.discrete:
+            assert not masks[:, i, spec.act_sizes[i]:].any()
+            assert masks[:, i, :spec.act_sizes[i]].any(-1).all()   # something is available
+    if spec.discrete:     # the random policy only ever took available actions
+        taken = np.take_along_axis(masks, actions[..., None].astype(int), -1)[..., 0]
+        assert taken.all()
+    # episode-level done, shared team rewards
+    np.testing.assert_array_equal(done, np.broadcast_to(done[:, :1], done.shape))
+    if spec.shared_reward:
+        np.testing.assert_allclose(reward, np.broadcast_to(reward[:, :1], reward.shape))
+    for k in ("won", "terminated", "returned_episode", "episode_return", "episode_length"):
+        assert info[k].shape == (T,), k
+    # the first episode ends within max_steps; early ends are terminations
+    assert done[:, 0].any(), f"{name}: no episode end within max_steps={T}"
+    t_end = int(np.argmax(done[:, 0]))
+    assert info["returned_episode"][t_end] and not info["returned_episode"][:t_end].any()
+    assert info["episode_length"][t_end] == t_end + 1
+    if t_end + 1 < T:
+        assert info["terminated"][t_end]
+    team = reward.mean(1) if spec.shared_reward else reward.sum(1)
+    np.testing.assert_allclose(info["episode_return"][t_end], team[:t_end + 1].sum(),
+                               rtol=1e-5, atol=1e-5)
+    if not spec.has_win:
+        assert not info["won"].any()
+
+
+@pytest.mark.parametrize("typo,meant", [
+    ("mpe_simple_sprad", "mpe_simple_spread"), ("smax_3n", "smax_3m"),
+    ("mabrax_ant_4x3", "mabrax_ant_4x2"), ("sensor_5x4", "sensor_5x5"),
+    ("coordination", "coordination_game"), ("MPE_SIMPLE_TAG", None),
+])
+def test_unknown_name_suggests_the_close_match_and_lists_valid_names(typo, meant):
     with pytest.raises(envs.UnknownEnvError) as exc:
-        envs.make("mpe_simple_sprad")
+        envs.make(typo)
     msg = str(exc.value)
-    assert "'mpe_simple_spread'" in msg and "Did you mean" in msg
-    assert "smax_3m" in msg  # lists the valid names
-    assert isinstance(exc.value, ValueError)
+    if meant is None:
+        assert "Did you mean" not in msg
+    else:
+        assert f"Did you mean {meant!r}?" in msg
+    listed = msg.split("Valid names: ", 1)[1].split(", ")
+    assert set(listed) == set(envs.names())
 
 
 def test_unknown_option_names_key_value_and_allowed():

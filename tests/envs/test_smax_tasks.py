@@ -48,7 +48,7 @@ def rollout():
 
 
 def test_registered_with_specs_and_yaml():
-    from jaxdiff.cli import CONFIG_DIR
+    from jaxdiff.config import CONFIG_DIR
 
     for race in smax_tasks.RACES:
         name = f"smax_{race}_5v5"

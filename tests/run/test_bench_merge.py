@@ -2,7 +2,7 @@
 the rows it did not measure."""
 import json
 
-from jaxdiff.run import bench
+from jaxdiff.benchmarks import bench
 
 
 def _row(algo, env, seeds, rate, env_kwargs=None):

@@ -46,15 +46,15 @@ def test_resume_is_bit_identical(tmp_path):
 
 def test_vmap_over_seeds_equals_loop():
     env = envs.make("mpe_simple_spread")
-    config = base.make_config(mappo.Config, dict(TINY, total_steps=1024))
+    config = base.make_config(mappo.Config, TINY)
     keys = jax.random.split(jax.random.PRNGKey(3), 2)
-    step = mappo.step(env, config)
+    step = mappo.step(env, config, iterations=8)
     init = lambda k: mappo.init(k, env, config)
     batched, m_b = jax.jit(jax.vmap(step))(jax.jit(jax.vmap(init))(keys))
     for i in range(2):
         single, m_s = jax.jit(step)(jax.jit(init)(keys[i]))
-        for k in m_s:
-            np.testing.assert_allclose(m_b[k][i], m_s[k], rtol=2e-4, atol=1e-5, err_msg=k)
+        for k, (b, s) in enumerate(zip(jax.tree.leaves(m_b), jax.tree.leaves(m_s))):
+            np.testing.assert_allclose(b[i], s, rtol=2e-4, atol=1e-5, err_msg=str(k))
         for x, y in zip(jax.tree.leaves(batched.actor), jax.tree.leaves(single.actor)):
             np.testing.assert_allclose(x[i], y, rtol=2e-4, atol=1e-6)
 
@@ -62,14 +62,14 @@ def test_vmap_over_seeds_equals_loop():
 def test_jit_equals_no_jit():
     env = envs.make("mpe_simple_spread")
     config = base.make_config(mappo.Config, dict(TINY, num_steps=2, num_envs=2,
-                                                 num_minibatches=1, total_steps=64))
+                                                 num_minibatches=1))
     state = jax.jit(lambda k: mappo.init(k, env, config))(jax.random.PRNGKey(0))
-    step = mappo.step(env, config)
+    step = mappo.step(env, config, iterations=2)
     s_jit, m_jit = jax.jit(step)(state)
     with jax.disable_jit():
         s_eager, m_eager = step(state)
-    for k in m_jit:
-        np.testing.assert_allclose(m_jit[k], m_eager[k], rtol=1e-4, atol=1e-5, err_msg=k)
+    for a, b in zip(jax.tree.leaves(m_jit), jax.tree.leaves(m_eager)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
     for x, y in zip(jax.tree.leaves(s_jit.actor), jax.tree.leaves(s_eager.actor)):
         np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6)
 
@@ -93,7 +93,7 @@ def _nan_init(key, env, config):
                     seed_id=jax.random.randint(key, (), 0, 2 ** 30), hp=config)
 
 
-def _nan_step(env, config):
+def _nan_step(env, config, *, iterations=1):
     def step(state):
         t = state.t + 1
         bad = (t >= 3) & (state.seed_id == _NAN_SEED[0])
@@ -105,13 +105,12 @@ def _nan_step(env, config):
 _NAN_SEED = [None]
 
 
-def _nan_act(config, env, state, obs, carry, mask, key, deterministic):
+def _nan_act(config, env, state, obs, carry, mask, key, *, deterministic):
     return jnp.zeros((env.spec.n_agents,), jnp.int32), carry
 
 
-base.register("nan_probe", base.Algorithm("nan_probe", NanConfig, _nan_init, _nan_step,
-                                          _nan_act, lambda c, e: jnp.zeros(()),
-                                          lambda c, e: 16))
+base.register(base.Algorithm(name="nan_probe", Config=NanConfig, init=_nan_init,
+                             step=_nan_step, act=_nan_act, env_steps_per_iter=lambda c, e: 16))
 
 
 def test_nan_guard_names_metric_and_seed(tmp_path):
@@ -150,9 +149,11 @@ def test_unwritable_run_dir(tmp_path):
 
 def test_action_type_check():
     spec = _spec(env_kwargs={"action_type": "continuous"})
-    base.register("discrete_only", base.Algorithm(
-        "discrete_only", mappo.Config, mappo.init, mappo.step, mappo.act, mappo.init_carry,
-        mappo.env_steps_per_iter, action_types=("discrete",)))
+    mappo_ = base.get("mappo")
+    base.register(base.Algorithm(
+        name="discrete_only", Config=mappo_.Config, init=mappo_.init, step=mappo_.step,
+        act=mappo_.act, env_steps_per_iter=mappo_.env_steps_per_iter,
+        action_types=("discrete",)))
     with pytest.raises(base.ConfigError, match="does not support continuous"):
         runner.prepare(runner.RunSpec(**{**spec.__dict__, "algo": "discrete_only"}))
 

@@ -85,7 +85,31 @@ def test_surrogate_bound_neighbourhoods_grow_with_eps():
     sizes = np.asarray(out["size"])
     assert sizes[0] <= sizes[1] <= sizes[2] == 300
     np.testing.assert_allclose(out["R_eq17"][2], sd.regression_residual(pool_t, pool_s), rtol=1e-5)
-    assert np.all(np.asarray(out["R_eq17"]) >= -1e-5) and np.all(np.asarray(out["span_rank"]) <= 3)
+    assert np.all(np.asarray(out["R_eq17"]) >= -1e-5)
+    # r(M_eps) is the rank of the selected rows, recomputed with numpy on the same selections
+    dist = np.asarray(out["distances"])
+    for e, rank in zip([0.3, 1.0, 1e9], np.asarray(out["span_rank"])):
+        rows = np.asarray(pool_s)[dist < e]
+        assert rank == (np.linalg.matrix_rank(rows) if len(rows) else 0), (e, rank)
+
+
+def test_span_rank_recovers_known_ranks():
+    """States on a 2-d subspace of R^5 span rank 2 (also with float32 rounding-level noise),
+    generic states rank 5, and weights restrict the span to the selected rows."""
+    rng = np.random.default_rng(0)
+    basis, _ = np.linalg.qr(rng.normal(size=(5, 3)))               # orthonormal [5, 3]
+    plane = rng.normal(size=(40, 2)) @ basis[:, :2].T               # [40, 5], rank 2
+    assert int(sd.span_rank(jnp.asarray(plane, jnp.float32))) == 2
+    noisy = plane + 1e-6 * rng.normal(size=plane.shape)
+    assert int(sd.span_rank(jnp.asarray(noisy, jnp.float32))) == 2
+    assert int(sd.span_rank(jnp.asarray(rng.normal(size=(40, 5)), jnp.float32))) == 5
+    space = rng.normal(size=(40, 3)) @ basis.T                      # rank 3 ...
+    w = np.zeros(40)
+    w[[3, 17]] = 1.0                                                # ... but 2 rows selected
+    assert int(sd.span_rank(jnp.asarray(space, jnp.float32), jnp.asarray(w))) == 2
+    line = np.outer(rng.normal(size=40), basis[:, 0])              # multiples of one vector
+    assert int(sd.span_rank(jnp.asarray(line, jnp.float32))) == 1
+    assert int(sd.span_rank(jnp.asarray(space, jnp.float32), jnp.zeros(40))) == 0
 
 
 def test_spearman():

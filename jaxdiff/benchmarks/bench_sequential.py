@@ -8,7 +8,7 @@ coordination toy (an env whose graph is independent of n), and, for contrast, th
 with the agent loop unrolled (what a Python `for` over agents compiles to) and MAPPO's step on
 the same MPE env (no agent loop at all: its growth is the env's).
 
-    python -m jaxdiff.run.bench_sequential [--agents 2 8 17] [--out bench/results/...]
+    python -m jaxdiff.benchmarks.bench_sequential [--agents 2 8 17] [--out bench/results/...]
 
 writes `{"compile_s": {"2": ..., "8": ..., "17": ...}, "hlo_lines": {...}, ...}`; tests never
 assert wall-clock time.
@@ -45,7 +45,7 @@ def compile_stats(n: int, kind: str = "mpe", unroll: bool = False, algo=happo):
     config = base.make_config(algo.Config, BENCH_CONFIG)
     state = jax.jit(lambda k: algo.init(k, env, config))(jax.random.PRNGKey(0))
     if algo is happo:
-        step = sequential.make_step(env, config, happo.policy_update, unroll=unroll)
+        step = sequential.make_step(env, config, sequential.surrogate_update, unroll=unroll)
     else:
         step = algo.step(env, config)
     lowered = jax.jit(step).lower(state)

@@ -1,27 +1,10 @@
-"""Pieces every algorithm shares: GAE, value normalisation, the optimiser step, episode stats."""
+"""Return and value-target pieces shared by on- and off-policy algorithms: GAE / TD(lambda)
+returns, the running value normaliser, the Huber loss, linear learning-rate annealing."""
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import optax
 from flax import struct
-
-_ADAM = optax.scale_by_adam(eps=1e-5)
-
-
-def adam_init(params):
-    return _ADAM.init(params)
-
-
-def adam_step(params, opt_state, grads, lr, max_grad_norm):
-    """Clip by global norm, Adam, then scale by -lr. lr and max_grad_norm may be traced values
-    (hyper-parameters stored in the state), which is what lets sweeps vmap over them."""
-    gnorm = optax.global_norm(grads)
-    scale = jnp.minimum(1.0, max_grad_norm / (gnorm + 1e-6))
-    grads = jax.tree.map(lambda g: g * scale, grads)
-    updates, opt_state = _ADAM.update(grads, opt_state, params)
-    params = jax.tree.map(lambda p, u: p - lr * u, params, updates)
-    return params, opt_state, gnorm
 
 
 def gae(rewards, values, dones, last_value, gamma, lam):
@@ -29,7 +12,8 @@ def gae(rewards, values, dones, last_value, gamma, lam):
 
     rewards, values, dones: [T, ...]; last_value: [...] (value of the state after step T-1).
     `dones[t]` marks that the episode ended with transition t (no bootstrap across it).
-    Returns (advantages, returns), both [T, ...].
+    Returns (advantages, returns), both [T, ...]; the returns are the TD(lambda) returns with
+    `values` as the baseline.
     """
     def body(carry, x):
         adv_next, v_next = carry
@@ -76,21 +60,15 @@ class ValueNorm:
         return x * std + mean
 
 
-def episode_stats(info):
-    """Sums over a rollout's finished episodes; the runner divides by `episodes`.
-
-    info: dict of arrays [T, n_envs] from the env wrappers.
-    """
-    ended = info["returned_episode"].astype(jnp.float32)
-    return {
-        "episodes": ended.sum(),
-        "episode_return_sum": (info["episode_return"] * ended).sum(),
-        "episode_length_sum": (info["episode_length"] * ended).sum(),
-        "won_sum": (info["won"] * ended).sum(),
-    }
+def huber(x, delta):
+    """Huber loss of the error x with threshold delta (traced allowed); delta <= 0: 0.5 x^2."""
+    a = jnp.abs(x)
+    quad = 0.5 * x * x
+    return jnp.where(delta > 0, jnp.where(a <= delta, quad, delta * (a - 0.5 * delta)), quad)
 
 
 def linear_anneal(lr, update_idx, total_updates, enabled: bool):
+    """lr * (1 - update_idx / total_updates) when enabled (reaches 0 after the last update)."""
     if not enabled:
         return lr
     return lr * (1.0 - update_idx / jnp.maximum(total_updates, 1))

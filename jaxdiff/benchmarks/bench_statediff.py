@@ -12,9 +12,8 @@ from __future__ import annotations
 import time
 
 import jax
-import jax.numpy as jnp
 
-from jaxdiff.algos import common
+from jaxdiff import optim
 from jaxdiff.statediff.denoiser import Denoiser, init_params
 from jaxdiff.statediff.infer import composite_estimate
 from jaxdiff.statediff.train import TrainHParams, loss_fn
@@ -45,7 +44,8 @@ def measure(width: int, depth: int = 3, batch: int = 1024, flow_steps: int = 10,
     model = Denoiser(state_dim=STATE_DIM, width=width, depth=depth)
     key = jax.random.PRNGKey(0)
     params = init_params(key, model, TAU_DIM)
-    opt = common.adam_init(params)
+    adam = optim.adam()
+    opt = adam.init(params)
     hp = TrainHParams(model=model, optimizer=None)
     rows = dict(tau=jax.random.normal(key, (batch, TAU_DIM)),
                 s=jax.random.uniform(key, (batch, STATE_DIM)))
@@ -53,7 +53,7 @@ def measure(width: int, depth: int = 3, batch: int = 1024, flow_steps: int = 10,
     @jax.jit
     def train_step(params, opt, key):
         grads = jax.grad(loss_fn)(params, rows, key, hp)
-        params, opt, _ = common.adam_step(params, opt, grads, 3e-4, 1.0)
+        params, opt, _ = optim.apply(adam, params, opt, grads, 3e-4, 1.0)
         return params, opt
 
     taus = jax.random.normal(key, (states, N_AGENTS, TAU_DIM))
