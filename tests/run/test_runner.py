@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from conftest import TINY
 
+import jaxdiff.envs.toys  # noqa: F401  (registers coordination_game)
 from jaxdiff import envs
 from jaxdiff.algos import base, mappo
 from jaxdiff.run import runner
@@ -45,7 +46,8 @@ def test_resume_is_bit_identical(tmp_path):
 
 
 def test_vmap_over_seeds_equals_loop():
-    env = envs.make("mpe_simple_spread")
+    # a one-step env: the property is the algorithm's, and eager/unbatched runs stay cheap
+    env = envs.make("coordination_game", n_agents=3, n_actions=3)
     config = base.make_config(mappo.Config, TINY)
     keys = jax.random.split(jax.random.PRNGKey(3), 2)
     step = mappo.step(env, config, iterations=8)
@@ -60,7 +62,7 @@ def test_vmap_over_seeds_equals_loop():
 
 
 def test_jit_equals_no_jit():
-    env = envs.make("mpe_simple_spread")
+    env = envs.make("coordination_game", n_agents=3, n_actions=3)
     config = base.make_config(mappo.Config, dict(TINY, num_steps=2, num_envs=2,
                                                  num_minibatches=1))
     state = jax.jit(lambda k: mappo.init(k, env, config))(jax.random.PRNGKey(0))
@@ -130,6 +132,7 @@ def test_resume_refuses_other_config(tmp_path):
         runner.train(other, str(tmp_path), progress=False)
 
 
+@pytest.mark.slow   # end to end; tests/run/test_checkpoint.py covers the same path fast
 def test_corrupt_checkpoint_is_reported(tmp_path):
     runner.train(_spec(chunks=1, total_steps=128, seeds=1), str(tmp_path), progress=False)
     for root, _, files in os.walk(tmp_path / "checkpoints"):
