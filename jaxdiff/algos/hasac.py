@@ -147,9 +147,13 @@ def policy_sample(p, out, mask, key, dim_mask, deterministic=False):
     if not p.discrete:
         action, logp = policies.squashed_sample(out, key, dim_mask, p.low, p.high, deterministic)
         return action, action, logp
-    logits = D.mask_logits(out[0], mask)
-    a = jnp.argmax(logits, -1) if deterministic else D.categorical_sample(key, logits)
-    return a, jax.nn.one_hot(a, p.act_dim), D.categorical_log_prob(logits, a)
+    dist = policies.masked(True, out, mask)
+    if deterministic:
+        a = policies.mode(True, dist)
+        logp = policies.log_prob_entropy(True, dist, a, None)[0]
+    else:
+        a, logp = policies.sample(True, key, dist, None)
+    return a, jax.nn.one_hot(a, p.act_dim), logp
 
 
 def encode(p, action):

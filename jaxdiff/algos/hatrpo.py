@@ -22,6 +22,7 @@ from jax.flatten_util import ravel_pytree
 
 from jaxdiff.algos import onpolicy, sequential
 from jaxdiff.algos.base import Algorithm, dynamic, register, static
+from jaxdiff.nets import policies
 
 
 @struct.dataclass
@@ -107,7 +108,7 @@ def trpo_update(p, config, hp, lr):
             return (jnp.exp(logp - full["logp"]) * full["factor"] * full["adv"]).mean()
 
         def mean_kl(theta):
-            return sequential.policy_kl(p, old, dist_of(theta), dim_mask).mean()
+            return policies.kl(p.discrete, old, dist_of(theta), dim_mask).mean()
 
         theta, metrics = trust_region_step(surrogate, mean_kl, theta0, hp, config)
         return unravel(theta), opt_state, metrics

@@ -138,12 +138,12 @@ def critic_apply(p: Parts, params, carry, x, reset):
 
 
 # ----------------------------------------------------------------------------- init / act
-def init(key, env, config, p: Parts, *, opt=None, per_agent_opt: bool = False,
+def init(key, env, config, p: Parts, *, per_agent_opt: bool = False,
          actor_optimiser: bool = True) -> State:
     """Fresh networks, optimiser states and `num_envs` reset envs. per_agent_opt: one optimiser
     state per agent (vmapped, so every leaf has the agent axis to index); actor_optimiser=False
     for algorithms whose actor step is closed form."""
-    opt = opt or optim.adam()
+    opt = optim.adam()
     k_actor, k_critic, k_env, key = jax.random.split(key, 4)
     E, n, h = config.num_envs, p.n, config.hidden
     obs, env_state = jax.vmap(env.reset)(jax.random.split(k_env, E))

@@ -34,7 +34,6 @@ from jaxdiff import optim, parallel
 from jaxdiff.algos import onpolicy
 from jaxdiff.algos.base import ConfigError, EpisodeSums, dynamic, static
 from jaxdiff.algos.returns import huber, linear_anneal
-from jaxdiff.nets import policies
 from jaxdiff.nets.agents import apply_agents
 from jaxdiff.nets.mlp import ACTIVATIONS
 
@@ -206,11 +205,6 @@ def log_prob_fn(p: onpolicy.Parts, config):
                                             dim_mask_of(p, i))
         return per_sample(config, logp)
     return log_prob
-
-
-def policy_kl(p: onpolicy.Parts, old, new, dim_mask):
-    """Exact KL(old || new) per sample; padded action dims of continuous agents excluded."""
-    return policies.kl(p.discrete, old, new, dim_mask)
 
 
 def sgd(loss_fn, params, opt_state, data, key, config, *, num_minibatches: int, epochs: int,

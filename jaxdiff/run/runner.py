@@ -263,8 +263,8 @@ def _flat_metrics(metrics: dict) -> dict:
     out = {}
     for k, v in metrics.items():
         if isinstance(v, algos.EpisodeSums):
-            out.update({f"{k}.{f}": np.asarray(getattr(v, f))
-                        for f in ("count", "return_sum", "length_sum", "won_sum")})
+            out.update({f"{k}.{f.name}": np.asarray(getattr(v, f.name))
+                        for f in dataclasses.fields(v)})
         else:
             out[k] = np.asarray(v)
     return out
