@@ -1,4 +1,20 @@
-import jaxdiff  # noqa: F401  (XLA host devices before JAX starts)
+import os
+
+# One persistent XLA compilation cache for the whole test session, shared by the xdist workers
+# and by the CLI subprocesses the tests start (they inherit the environment): many tests compile
+# the same tiny programs (the runner's MAPPO chunk above all), and a cache hit replaces a compile
+# of several seconds. Set before JAX is imported; `make clean` removes it with .pytest_cache.
+_CACHE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                      ".pytest_cache", "jax-compilation-cache")
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _CACHE)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
+
+import jaxdiff  # noqa: E402
+
+# The tests need 2 XLA host devices (sharding, env split): opted into here, before anything
+# imports jax, since importing jaxdiff itself changes nothing (JAXDIFF_HOST_DEVICES still wins).
+jaxdiff.use_host_devices()
 
 # Tiny MAPPO settings shared by runner tests: compile fast, run in well under a second.
 TINY = dict(num_envs=4, num_steps=8, update_epochs=1, num_minibatches=2, hidden=16)

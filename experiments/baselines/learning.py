@@ -13,7 +13,9 @@ import argparse
 import json
 import os
 
-import jaxdiff  # noqa: F401  (XLA flags before JAX starts)
+import jaxdiff
+
+jaxdiff.use_host_devices()  # one XLA host device per core, before JAX starts
 import jax
 import jax.numpy as jnp
 

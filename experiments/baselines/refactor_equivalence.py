@@ -14,7 +14,9 @@ import os
 import sys
 import tempfile
 
-import jaxdiff  # noqa: F401  (XLA flags before JAX starts)
+import jaxdiff
+
+jaxdiff.use_host_devices()  # one XLA host device per core, before JAX starts
 from jaxdiff.run import runner
 
 def spec(algo, env, over, steps, env_kwargs=None, seeds=2, chunks=2):

@@ -29,7 +29,9 @@ import os
 import sys
 import time
 
-import jaxdiff  # noqa: F401  (XLA flags before JAX starts)
+import jaxdiff
+
+jaxdiff.use_host_devices()  # one XLA host device per core, before JAX starts
 
 # isort: split
 import numpy as np

@@ -49,7 +49,9 @@ import os
 import sys
 import time
 
-import jaxdiff  # noqa: F401  (XLA flags before JAX starts)
+import jaxdiff
+
+jaxdiff.use_host_devices()  # one XLA host device per core, before JAX starts
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -51,7 +51,9 @@ import shutil
 import sys
 import time
 
-import jaxdiff  # noqa: F401  (XLA flags before JAX starts)
+import jaxdiff
+
+jaxdiff.use_host_devices()  # one XLA host device per core, before JAX starts
 
 # isort: split
 import jax

@@ -90,11 +90,36 @@ def _coerce(name: str, value: Any, default: Any):
     return value
 
 
+# Settings the runner owns (it derives them or injects them into every algorithm and env):
+# key under `algo.`/`env.` -> the top-level setting to use instead. A config that could set
+# them would silently fight the runner (an `algo.total_steps` schedule running past zero).
+RUNNER_KEYS = {
+    "total_steps": "total_steps", "total_timesteps": "total_steps", "num_updates": "total_steps",
+    "iterations": "total_steps", "num_iterations": "total_steps",
+    "seeds": "seeds", "num_seeds": "seeds", "seed": "seed", "chunks": "chunks",
+    "eval_episodes": "eval_episodes", "checkpoint_every": "checkpoint_every",
+    "run_dir": "run_dir", "grid": "sweep=<name>",
+}
+
+
+def runner_key_error(key: str, prefix: str = "algo") -> "ConfigError | None":
+    """The error for `<prefix>.<key>` when the runner owns `key` (None otherwise)."""
+    if key not in RUNNER_KEYS:
+        return None
+    top = RUNNER_KEYS[key]
+    use = top if "=" in top else f"{top}=<value>"
+    return ConfigError(f"`{prefix}.{key}` is set by the runner, not by the "
+                       f"{'algorithm' if prefix == 'algo' else 'env'}: use the top-level "
+                       f"setting `{use}` instead (e.g. `jaxdiff train ... {use}`).")
+
+
 def make_config(cls, overrides: dict[str, Any] | None = None, *, prefix: str = "algo"):
     """Build `cls` from `overrides`, checking every key, type and range before any compile."""
     fields = config_fields(cls)
     values = {}
     for key, value in (overrides or {}).items():
+        if key not in fields and key in RUNNER_KEYS:
+            raise runner_key_error(key, prefix)
         if key not in fields:
             close = difflib.get_close_matches(key, list(fields), n=1)
             hint = f" Did you mean `{prefix}.{close[0]}`?" if close else ""
@@ -201,6 +226,9 @@ BUILTIN = {
     "hasac": "jaxdiff.algos.hasac",
     "qmix": "jaxdiff.algos.qmix",
     "state_diffusion": "jaxdiff.algos.state_diffusion",
+    "ddpl": "jaxdiff.algos.ddpl",
+    "ddpl_gaussian": "jaxdiff.algos.ddpl",
+    "decspg_gaussian": "jaxdiff.algos.ddpl",
 }
 
 _REGISTRY: dict[str, Algorithm] = {}
@@ -239,4 +267,5 @@ def check_action_type(algorithm: Algorithm, spec) -> None:
     if kind not in algorithm.action_types:
         raise ConfigError(f"Algorithm `{algorithm.name}` does not support {kind} actions "
                           f"(env `{spec.name}`); it supports: {', '.join(algorithm.action_types)}. "
-                          f"Pick another env or set `env.action_type`.")
+                          f"Pick another env or set `env.action_type="
+                          f"{algorithm.action_types[0]}` (MPE and SMAX have both).")

@@ -74,6 +74,8 @@ def bench_jaxmarl(name: str, n_envs: int = 1024, n_steps: int = 128, repeats: in
     """The same loop on the raw JaxMARL dict env that `name` wraps (action_space.sample)."""
     jm = make(name, **kw).unwrapped.jaxmarl_env
     if log_wrapper:
+        from jaxdiff.envs.jaxmarl import import_jaxmarl
+        import_jaxmarl()
         from jaxmarl.wrappers.baselines import LogWrapper
 
         jm = LogWrapper(jm)

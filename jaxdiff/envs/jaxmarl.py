@@ -39,6 +39,28 @@ from jaxdiff.envs.base import Env, EnvSpec
 ACTION_TYPES = ("discrete", "continuous")
 
 
+def import_jaxmarl() -> None:
+    """Import JaxMARL once with its stdout silenced: its package import prints "Importing
+    submoduled environments... Skipping import." on every command. Call it before any
+    `from jaxmarl... import`.
+
+    Only stdout, and only for the duration of that import, is redirected. JaxMARL's MABrax
+    module resets `sys.stdout`/`sys.stderr` to `sys.__stdout__`/`sys.__stderr__` while it is
+    imported (which would undo a redirect, and a host program's own stream replacement, e.g.
+    pytest's capture), so `sys.__stdout__` is pointed at the buffer too and all three streams
+    are put back as they were afterwards."""
+    import io
+    import sys
+    if "jaxmarl" in sys.modules:
+        return
+    saved = sys.stdout, sys.stderr, sys.__stdout__
+    sys.stdout = sys.__stdout__ = io.StringIO()
+    try:
+        import jaxmarl  # noqa: F401
+    finally:
+        sys.stdout, sys.stderr, sys.__stdout__ = saved
+
+
 def check_choice(key: str, value, allowed) -> None:
     if value not in allowed:
         raise ValueError(
@@ -195,6 +217,7 @@ def make_mpe(scenario: str, *, action_type: str = "discrete", max_steps: int = 2
     """Build `mpe_<scenario>`; `scenario_kwargs` go to the JaxMARL scenario class."""
     check_choice("action_type", action_type, ACTION_TYPES)
     check_positive_int("max_steps", max_steps)
+    import_jaxmarl()
     from jaxmarl.environments import mpe
     from jaxmarl.environments.mpe.default_params import CONTINUOUS_ACT, DISCRETE_ACT
 
@@ -214,22 +237,26 @@ def make_mpe(scenario: str, *, action_type: str = "discrete", max_steps: int = 2
 
 def mpe_simple_spread(*, action_type="discrete", max_steps=25, num_agents=3,
                       num_landmarks=3, local_ratio=0.5):
+    """MPE simple_spread: agents cover landmarks without colliding (shared reward)."""
     return make_mpe("simple_spread", action_type=action_type, max_steps=max_steps,
                     num_agents=num_agents, num_landmarks=num_landmarks,
                     local_ratio=local_ratio)
 
 
 def mpe_simple_reference(*, action_type="discrete", max_steps=25, local_ratio=0.5):
+    """MPE simple_reference: two agents each guide the other to a goal landmark it alone sees."""
     return make_mpe("simple_reference", action_type=action_type, max_steps=max_steps,
                     local_ratio=local_ratio)
 
 
 def mpe_simple_speaker_listener(*, action_type="discrete", max_steps=25):
+    """MPE speaker_listener: a static speaker tells a blind listener which landmark to reach."""
     return make_mpe("simple_speaker_listener", action_type=action_type, max_steps=max_steps)
 
 
 def mpe_simple_tag(*, action_type="discrete", max_steps=25, num_good_agents=1,
                    num_adversaries=3, num_obs=2):
+    """MPE simple_tag: slower adversaries chase a faster good agent among obstacles."""
     return make_mpe("simple_tag", action_type=action_type, max_steps=max_steps,
                     num_good_agents=num_good_agents, num_adversaries=num_adversaries,
                     num_obs=num_obs)
@@ -286,6 +313,7 @@ def make_smax(map_name: str, *, action_type: str = "discrete", max_steps: int = 
     check_choice("attack_mode", attack_mode, ("closest", "random"))
     check_choice("observation_type", observation_type, ("unit_list", "conic"))
     check_positive_int("world_steps_per_env_step", world_steps_per_env_step)
+    import_jaxmarl()
     from jaxmarl.environments.smax import HeuristicEnemySMAX, map_name_to_scenario
 
     env = HeuristicEnemySMAX(
@@ -314,4 +342,6 @@ def _smax_factory(map_name: str):
                          world_steps_per_env_step=world_steps_per_env_step)
 
     factory.__name__ = f"smax_{map_name}"
+    factory.__doc__ = (f"SMAX {map_name}: allied units (the agents) against JaxMARL's heuristic "
+                       f"enemy; shared reward, win rate reported.")
     return factory

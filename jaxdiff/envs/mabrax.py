@@ -46,7 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdiff.envs.base import Env, EnvSpec
-from jaxdiff.envs.jaxmarl import check_choice, check_positive_int
+from jaxdiff.envs.jaxmarl import check_choice, check_positive_int, import_jaxmarl
 
 # Brax robots and how many leading qpos entries their observation drops (global x[, y]).
 ROBOTS = {"ant": 2, "halfcheetah": 1, "hopper": 1, "walker2d": 1, "humanoid": 2,
@@ -211,6 +211,7 @@ def _jaxmarl_obs_indices(jaxmarl_name, obs_size):
         raise ValueError(
             f"invalid env option obs='jaxmarl' for this partition; allowed only for "
             f"{', '.join('mabrax_' + k for k in JAXMARL_PARTITIONS)}")
+    import_jaxmarl()
     with _quiet_brax():
         from jaxmarl.environments.mabrax.mappings import _agent_observation_mapping
     rows = [np.asarray(v).tolist() for v in _agent_observation_mapping[jaxmarl_name].values()]
@@ -263,4 +264,6 @@ def _factory(key: str):
                       jaxmarl_name=key if key in JAXMARL_PARTITIONS else None)
 
     factory.__name__ = name.replace("|", "_")
+    factory.__doc__ = (f"Multi-agent Brax {robot}, partition {key}: the robot's joints split over "
+                       f"agents (continuous actions).")
     return factory

@@ -52,6 +52,7 @@ from jaxdiff.envs.jaxmarl import (
     SMAXAdapter,
     check_choice,
     check_positive_int,
+    import_jaxmarl,
 )
 from jaxdiff.envs.registry import register
 
@@ -182,6 +183,7 @@ def make_smax_race(race: str, *, n_units: int = 5, sight_range: float = DEFAULT_
     check_choice("attack_mode", attack_mode, ("closest", "random"))
     check_choice("observation_type", observation_type, ("unit_list", "conic"))
     check_positive_int("world_steps_per_env_step", world_steps_per_env_step)
+    import_jaxmarl()
     from jaxmarl.environments.smax import (
         HeuristicEnemySMAX,
         Scenario,

@@ -54,8 +54,11 @@ def _stats(values, prefix):
     v = v[np.isfinite(v)]
     if v.size == 0:
         return {}
-    return {f"{prefix}_mean": float(v.mean()), f"{prefix}_std": float(v.std()),
-            f"{prefix}_iqm": iqm(v)}
+    out = {f"{prefix}_mean": float(v.mean()), f"{prefix}_std": float(v.std()),
+           f"{prefix}_iqm": iqm(v)}
+    if v.size < 4:     # say so rather than report a trimmed mean that trimmed nothing
+        out[f"{prefix}_iqm_note"] = f"equals the mean: IQM needs >= 4 seeds, got {v.size}"
+    return out
 
 
 def _rank(value) -> tuple:
@@ -93,11 +96,22 @@ CURVE_KEYS = ("eval_return", "eval_return_stochastic", "train_return", "eval_win
               "actor_loss", "value_loss", "entropy", "loss")
 
 
+def steps_label(x: float, _pos=None) -> str:
+    """An axis tick for a step count: 100000 -> '100k', 1500000 -> '1.5M' (plain integers run
+    together on a crowded axis)."""
+    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= div:
+            return f"{x / div:g}{suffix}"
+    return f"{x:g}"
+
+
 def plot_curves(rows: list[dict], path: str, title: str = "", labels: dict | None = None) -> None:
     """One panel per metric: mean over seeds with a +-std band, one line per grid point."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
 
     present = {k for r in rows for k in r}
     keys = [k for k in CURVE_KEYS if k in present]
@@ -124,10 +138,16 @@ def plot_curves(rows: list[dict], path: str, title: str = "", labels: dict | Non
             line, = ax.plot(steps, mean, label=label)
             ax.fill_between(steps, mean - std, mean + std, alpha=0.2, color=line.get_color())
         ax.set_title(key)
-        ax.set_xlabel("env steps")
+        ax.set_xlabel("env steps (per seed)")
+        ax.set_ylabel(key.replace("_", " "))
+        ax.xaxis.set_major_locator(MaxNLocator(5))
+        ax.xaxis.set_major_formatter(FuncFormatter(steps_label))
         ax.grid(alpha=0.3)
-        if len(grids) > 1:
-            ax.legend(fontsize=7)
+        n_seeds = len({r["seed"] for r in rows})
+        handles, _ = ax.get_legend_handles_labels()
+        band = Patch(color="grey", alpha=0.2,
+                     label=f"mean ± std over {n_seeds} seed{'s' if n_seeds != 1 else ''}")
+        ax.legend(handles=handles + [band], fontsize=7)
     for ax in list(axes.flat)[len(keys):]:
         ax.axis("off")
     if title:

@@ -26,7 +26,7 @@ import numpy as np
 from jaxdiff import envs as envs_lib
 from jaxdiff.algos import base as algos
 from jaxdiff.run import logging as runlog
-from jaxdiff.run.checkpoint import Checkpointer
+from jaxdiff.run.checkpoint import Checkpointer, CheckpointWarning
 
 
 class NonFiniteError(FloatingPointError):
@@ -35,6 +35,28 @@ class NonFiniteError(FloatingPointError):
 
 class RunConfigMismatch(ValueError):
     pass
+
+
+class _Absent:
+    def __repr__(self):
+        return "(not set)"
+
+
+_ABSENT = _Absent()
+
+
+def config_diff(saved: dict, now: dict, prefix: str = "") -> list[str]:
+    """Every differing key of two run identities, with both values: `env_kwargs.action_type:
+    saved 'discrete', now 'continuous'` (nested dicts are compared key by key)."""
+    out = []
+    for key in sorted(set(saved) | set(now)):
+        a, b = saved.get(key, _ABSENT), now.get(key, _ABSENT)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_diff(a, b, f"{prefix}{key}.")
+        elif (a is _ABSENT or b is _ABSENT
+              or json.dumps(a, sort_keys=True) != json.dumps(b, sort_keys=True)):
+            out.append(f"{prefix}{key}: saved {a!r}, now {b!r}")
+    return out
 
 
 @dataclasses.dataclass
@@ -94,8 +116,9 @@ def prepare(spec: RunSpec):
 def ensemble_sharding(n_members: int, env_split: int = 1):
     """Split the leading ensemble axis over the default backend's devices: a NamedSharding over
     a ("ensemble", "data") mesh whose "ensemble" axis is the largest device count that divides
-    `n_members` (None with one device). On a CPU-only machine `import jaxdiff` exposes one XLA
-    host device per core, so the members of a run execute on all cores at once; on GPUs this is
+    `n_members` (None with one device). On a CPU-only machine `jaxdiff.use_host_devices()`
+    (which the `jaxdiff` command calls) exposes one XLA host device per core, so the members of
+    a run execute on all cores at once; on GPUs this is
     data parallelism over members. Devices left over (fewer members than devices) form the
     "data" axis when the algorithm can split an env axis of size `env_split` over it
     (`Algorithm.env_split`, `jaxdiff.parallel`); arrays placed with the returned sharding
@@ -328,25 +351,24 @@ class _Interrupt:
 
 def train(spec: RunSpec, run_dir: str, *, progress: bool = True, tensorboard: bool = False,
           grid_labels: dict | None = None, quiet: bool = False,
-          max_chunks: int | None = None) -> dict:
+          max_chunks: int | None = None, debug: bool = False) -> dict:
     """Train (or resume) the run in `run_dir`; `max_chunks` stops early after that many chunks
-    of this invocation, checkpointed, as an interrupt would."""
+    of this invocation, checkpointed, as an interrupt would. `debug` keeps the checkpoint
+    library's full error texts (otherwise summarised in one line)."""
     algorithm, env, base, configs = prepare(spec)
     _check_writable(run_dir)
     identity = spec.identity()
     cfg_path = os.path.join(run_dir, "config.json")
-    ckpt = Checkpointer(os.path.join(run_dir, "checkpoints"))
+    ckpt = Checkpointer(os.path.join(run_dir, "checkpoints"), debug=debug)
     if os.path.exists(cfg_path):
         with open(cfg_path) as f:
             old = json.load(f)
         if old != json.loads(json.dumps(identity)):
-            diff = sorted(k for k in set(old) | set(identity)
-                          if json.dumps(old.get(k), sort_keys=True)
-                          != json.dumps(identity.get(k), sort_keys=True))
+            diff = config_diff(old, json.loads(json.dumps(identity)))
             raise RunConfigMismatch(
-                f"`{run_dir}` holds a run with a different configuration (differs in: "
-                f"{', '.join(diff)}); refusing to resume it. Use another `run_dir=...` or "
-                f"delete that folder.")
+                f"`{run_dir}` holds a run with a different configuration, so it is not resumed:"
+                f" {'; '.join(diff)}. Use another `run_dir=...` (or leave `run_dir` out: the "
+                f"default folder is named from your settings), or delete that folder.")
     else:
         with open(cfg_path, "w") as f:
             json.dump(identity, f, indent=2)
@@ -368,7 +390,7 @@ def train(spec: RunSpec, run_dir: str, *, progress: bool = True, tensorboard: bo
          if jnp.issubdtype(x.dtype, jnp.floating)] or [jnp.bool_(True)])))(s))
 
     abstract = jax.eval_shape(init_fn, keys, hp)
-    restored = ckpt.restore_latest(abstract)
+    restored = restore_reporting(ckpt, abstract)
     metrics_path = os.path.join(run_dir, "metrics.jsonl")
     if restored is None:
         start, state = 0, place(init_fn(keys, hp), sharding)
@@ -380,16 +402,23 @@ def train(spec: RunSpec, run_dir: str, *, progress: bool = True, tensorboard: bo
         start = done_chunk
         runlog.truncate_jsonl(metrics_path, done_chunk - 1)
 
+    if not quiet:
+        for line in _plan_lines(spec, algorithm, per_iter, K, n_chunks, start):
+            print(f"[jaxdiff] {line}", file=sys.stderr)
     compiled, compile_s = compile_chunk(chunk, state, data, sharding)
     eval_key = jax.random.fold_in(root, 10_000_019)
 
     bar = None
     if progress and not quiet and start < n_chunks:
         from tqdm.auto import tqdm
+
+        # One rate: the postfix's env-steps/s over all members, timed on the compiled chunks
+        # only (tqdm's own rate would count evaluation and checkpoint time, per member).
         bar = tqdm(total=n_chunks * K * per_iter, initial=start * K * per_iter,
-                   unit=algorithm.unit,
-                   unit_scale=True, dynamic_ncols=True, desc=f"{spec.algo}/{spec.env}",
-                   file=sys.stderr)
+                   unit=algorithm.unit, unit_scale=True, dynamic_ncols=True,
+                   desc=f"{spec.algo}/{spec.env}", file=sys.stderr,
+                   bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} "
+                              "[{elapsed}<{remaining}{postfix}]")
     tb = runlog.TensorBoard(run_dir) if tensorboard else None
     run_time, run_steps, interrupted = 0.0, 0, False
     with _Interrupt() as stop:
@@ -425,9 +454,10 @@ def train(spec: RunSpec, run_dir: str, *, progress: bool = True, tensorboard: bo
                 ckpt.save(c + 1, state, dict(chunk=c + 1, step=step_count))
             if bar:
                 bar.update(K * per_iter)
-                bar.set_postfix(sps=f"{run_steps / max(run_time, 1e-9):.3g}",
-                                **{algorithm.score.removeprefix("eval_"):
-                                   f"{np.nanmean(ev[algorithm.score]):.3g}"}, refresh=False)
+                bar.set_postfix_str(
+                    f"{_si(run_steps / max(run_time, 1e-9))} {algorithm.unit}s/s, "
+                    f"{algorithm.score.removeprefix('eval_')} "
+                    f"{np.nanmean(ev[algorithm.score]):.3g}", refresh=False)
             if max_chunks is not None and c + 1 - start >= max_chunks and not last:
                 if (c + 1) % spec.checkpoint_every:
                     ckpt.save(c + 1, state, dict(chunk=c + 1, step=step_count))
@@ -440,6 +470,7 @@ def train(spec: RunSpec, run_dir: str, *, progress: bool = True, tensorboard: bo
         bar.close()
     if tb:
         tb.close()
+    ckpt.close()
     rows = runlog.read_jsonl(metrics_path)
     summary = _summary(spec, rows, env, run_steps, run_time, compile_s, grid_labels, configs,
                        score=algorithm.score)
@@ -449,9 +480,33 @@ def train(spec: RunSpec, run_dir: str, *, progress: bool = True, tensorboard: bo
     runlog.plot_curves(rows, os.path.join(run_dir, "curves.png"),
                        title=f"{spec.algo} on {spec.env} ({S} seeds)", labels=grid_labels)
     if interrupted and stop.hit:
-        print(f"[jaxdiff] interrupted: saved chunk {c + 1}/{n_chunks} to {ckpt.directory}; rerun "
-              f"the same command to resume.", file=sys.stderr)
+        print(f"[jaxdiff] interrupted at chunk {c + 1}/{n_chunks} (saved to {ckpt.directory}) "
+              f"— rerun the same command to resume.", file=sys.stderr)
     return summary
+
+
+def _si(x: float) -> str:
+    """12345.6 -> '12.3k' (the progress bar's rate)."""
+    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= div:
+            return f"{x / div:.3g}{suffix}"
+    return f"{x:.3g}"
+
+
+def _plan_lines(spec, algorithm, per_iter: int, K: int, n_chunks: int, start: int) -> list[str]:
+    """What the run will do, said once at its start: the budget when whole chunks round it up,
+    and where a rerun resumes (or that there is nothing left to do)."""
+    lines = []
+    actual = n_chunks * K * per_iter
+    if actual != spec.total_steps:
+        lines.append(f"total_steps={spec.total_steps:,} runs as {actual:,} {algorithm.unit}s per "
+                     f"seed: {n_chunks} chunks x {K} iterations x {per_iter:,} {algorithm.unit}s "
+                     f"per iteration (whole chunks; the budget is rounded up).")
+    if start >= n_chunks:
+        lines.append(f"already complete ({n_chunks}/{n_chunks} chunks); nothing to train.")
+    elif start > 0:
+        lines.append(f"resuming from chunk {start}/{n_chunks}.")
+    return lines
 
 
 def _py(x):
@@ -495,11 +550,27 @@ def restore_state(run_dir: str):
         spec = RunSpec(**json.load(f))
     algorithm, env, base, configs = prepare(spec)
     members, _, keys, hp, init_fn = _ensemble(spec, algorithm, env, configs)
-    restored = Checkpointer(os.path.join(run_dir, "checkpoints")).restore_latest(
-        jax.eval_shape(init_fn, keys, hp))
+    with Checkpointer(os.path.join(run_dir, "checkpoints")) as ckpt:
+        restored = restore_reporting(ckpt, jax.eval_shape(init_fn, keys, hp))
     if restored is None:
         raise FileNotFoundError(f"`{run_dir}` has no checkpoint yet; train first.")
     return spec, algorithm, env, base, restored[1], members
+
+
+def restore_reporting(ckpt: Checkpointer, abstract):
+    """`ckpt.restore_latest(abstract)`, its warnings (an unreadable checkpoint moved aside)
+    printed as one `[jaxdiff] warning:` line each on stderr instead of Python's two-line
+    warning format with a source line."""
+    import warnings
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", CheckpointWarning)
+        restored = ckpt.restore_latest(abstract)
+    for w in caught:
+        if issubclass(w.category, CheckpointWarning):
+            print(f"[jaxdiff] warning: {w.message}", file=sys.stderr)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return restored
 
 
 def _register_env_options():

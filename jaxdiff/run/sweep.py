@@ -125,6 +125,22 @@ def _write(rows: list[dict], out: str, doc: dict) -> None:
     _plot(rows, os.path.join(out, "sweep.png"), f"{doc['algo']} on {doc['env']}")
 
 
+def bar_limits(means, stds) -> tuple[float, float]:
+    """y-limits of a bar plot: from 0 when some value is positive; when every value is negative
+    or zero, around the values (a bar from 0 to -69 next to one to -63 hides the difference)."""
+    import numpy as np
+    m = np.asarray(means, dtype=float)
+    s = np.nan_to_num(np.asarray(stds, dtype=float))
+    ok = np.isfinite(m)
+    if not ok.any():
+        return -1.0, 1.0
+    lo, hi = float((m - s)[ok].min()), float((m + s)[ok].max())
+    pad = 0.1 * (hi - lo) or 0.1 * abs(hi) or 1.0
+    if hi <= 0:
+        return lo - pad, hi + pad
+    return min(0.0, lo - pad), hi + pad
+
+
 def _plot(rows, path, title):
     import matplotlib
     matplotlib.use("Agg")
@@ -133,9 +149,13 @@ def _plot(rows, path, title):
     means = [r["final"].get("return_mean", float("nan")) for r in rows]
     stds = [r["final"].get("return_std", 0.0) for r in rows]
     fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(rows)), 3.5))
-    ax.bar(range(len(rows)), means, yerr=stds, capsize=4, color="tab:blue", alpha=0.8)
+    ax.bar(range(len(rows)), means, yerr=stds, capsize=4, color="tab:blue", alpha=0.8,
+           label="mean ± std over seeds")
     ax.set_xticks(range(len(rows)), labels, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("final eval return")
+    ax.set_xlabel("grid point")
+    ax.set_ylim(*bar_limits(means, stds))
+    ax.legend(fontsize=7)
     ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -94,6 +94,7 @@ def test_summarise_against_a_hand_computation():
         assert f["return_mean"] == pytest.approx(final.mean())
         assert f["return_std"] == pytest.approx(final.std())                 # population std
         assert f["return_iqm"] == pytest.approx(final.mean())                # 3 seeds: all
+        assert "needs >= 4 seeds" in f["return_iqm_note"]                   # ... and says so
         assert b["return_mean"] == pytest.approx(best.mean())
         assert b["return_std"] == pytest.approx(best.std())
         assert f["step"] == 3000

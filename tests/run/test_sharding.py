@@ -31,6 +31,9 @@ def test_sharded_run_equals_single_device_run(tmp_path, monkeypatch):
     single = runner.train(spec, str(tmp_path / "single"), progress=False)
     single_state = runner.restore_state(str(tmp_path / "single"))[4]
     for k, v in single["final"].items():
+        if isinstance(v, str):  # notes such as why the IQM equals the mean
+            assert sharded["final"][k] == v
+            continue
         np.testing.assert_allclose(sharded["final"][k], v, rtol=1e-4, atol=1e-5, err_msg=k)
     for x, y in zip(jax.tree.leaves(spec_state), jax.tree.leaves(single_state)):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-5)
@@ -97,6 +100,9 @@ def test_env_split_run_equals_single_device_run(tmp_path, monkeypatch, algo, ove
     single = runner.train(spec, str(tmp_path / "single"), progress=False)
     single_state = runner.restore_state(str(tmp_path / "single"))[4]
     for k, v in single["final"].items():
+        if isinstance(v, str):  # notes such as why the IQM equals the mean
+            assert split["final"][k] == v
+            continue
         np.testing.assert_allclose(split["final"][k], v, rtol=1e-4, atol=1e-5, err_msg=k)
     for x, y in zip(jax.tree.leaves(split_state), jax.tree.leaves(single_state)):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-5)

@@ -51,6 +51,7 @@ class CoordinationGame(Env):
 
 
 def coordination_game(*, n_agents: int = 2, n_actions: int = 2) -> CoordinationGame:
+    """One-step matrix game: reward only when every agent picks the same action."""
     return CoordinationGame(n_agents=n_agents, n_actions=n_actions)
 
 
