@@ -133,6 +133,11 @@ class Config(Common):
     sampler: str = static("posterior", choices=("posterior", "ho", "paper"),
                           doc="[CHOICE] reverse-step variance (paper + linear is refused)")
     time_features: int = static(16, lo=1, doc="[CODEBASE] sinusoidal time embedding size")
+    sampler_fused: bool = static(True, doc="[CHOICE] fused reverse process (cond and time terms "
+                                           "of the first layer hoisted out of the scan; same "
+                                           "samples to float rounding); false = the generic one")
+    sampler_unroll: int = static(1, lo=1, doc="[CHOICE] lax.scan unroll of the H reverse steps "
+                                              "(H = fully unrolled: longer compile)")
 
     def check(self):
         Common.check(self)
@@ -180,7 +185,8 @@ def _parts(env, config, kind: str) -> _Parts:
     if kind == "diffusion":
         actor = DiffusionActor(act_dim=spec.act_dim, steps=config.steps, schedule=config.schedule,
                                step=config.sampler, hidden=config.hidden, layers=config.layers,
-                               activation=config.activation, time_features=config.time_features)
+                               activation=config.activation, time_features=config.time_features,
+                               fused=config.sampler_fused, unroll=config.sampler_unroll)
     else:
         actor = MLP((config.hidden,) * config.layers, config.activation, out=2 * spec.act_dim,
                     out_scale=0.01)

@@ -142,6 +142,10 @@ def main(quick: str = "false", only: str = "", seeds: str = "", min_time: str = 
                                        min_time=float(min_time) / 2)
         with open(os.path.join(out, "statediff_throughput.json"), "w") as f:
             json.dump(dict(machine=_machine(), jax=jax.__version__, rows=sd_rows), f, indent=2)
+    if not only or only in "ddpl":
+        from jaxdiff.benchmarks import bench_ddpl
+        bench_ddpl.main(quick=quick_b, out=os.path.join(out, "ddpl.json"),
+                        min_time=float(min_time) / 2)
     if compile_agents and (not only or only in "happo_compile"):
         from jaxdiff.benchmarks import bench_sequential
         agents = [str(int(a)) for a in str(compile_agents).split(",")]

@@ -127,6 +127,12 @@ class DiffusionActor:
     Nichol-Dhariwal (s = 0.008, beta capped at 0.999); "vp" the discretised VP-SDE (0.1, 10).
     At H = 20 the posterior step is under-dispersed (oracle N(0.3, 0.1^2) -> std ~0.05 on linear),
     which is why `log_prob_free_stats` reports the per-agent spread.
+
+    `sample` runs the fused reverse process by default (`fused=True`, see `_fused_sample`: the
+    same chain up to float rounding, with everything that does not depend on a_t hoisted out of
+    the scan); `fused=False` runs the generic `reverse` with `eps`, the reference it is tested
+    against. `unroll` is the scan's unroll factor (`steps` unrolls fully, which also lets XLA's
+    cost analysis count every step: it counts a loop body once).
     """
     act_dim: int
     steps: int = 20
@@ -137,6 +143,8 @@ class DiffusionActor:
     activation: str = "mish"
     time_features: int = 16
     clip_x0: float | None = 1.0
+    fused: bool = True
+    unroll: int = 1
 
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
@@ -144,6 +152,9 @@ class DiffusionActor:
                              f"{SCHEDULES}.")
         if self.step not in STEPS:
             raise ValueError(f"DiffusionActor(step={self.step!r}): expected one of {STEPS}.")
+        if self.unroll < 1:
+            raise ValueError(f"DiffusionActor(unroll={self.unroll}): the scan unroll factor "
+                             "must be >= 1 (1 = a rolled loop, steps = fully unrolled).")
         if self.act_dim < 1 or self.steps < 1:
             raise ValueError(f"DiffusionActor needs act_dim >= 1 and steps >= 1, got "
                              f"act_dim={self.act_dim}, steps={self.steps}.")
@@ -202,6 +213,9 @@ class DiffusionActor:
         lead, (n, c) = cond.shape[:-2], cond.shape[-2:]
         flat = cond.reshape((math.prod(lead), n, c))
 
+        if self.fused:
+            return _fused_sample(self, params, flat, key).reshape(lead + (n, self.act_dim))
+
         def eps_fn(a_t, t):                     # a_t [M, n, A], t [M] -> one t per sample
             return self.eps(params, a_t, t[:, None], flat)
 
@@ -223,6 +237,73 @@ class DiffusionActor:
         saturated = jnp.mean(jnp.abs(flat) >= 1.0 - 1e-6, axis=(0, 2))
         return {"action_spread": spread, "action_spread_mean": jnp.mean(spread),
                 "action_saturation": saturated}
+
+
+# ---------------------------------------------------------------------------------------------
+# The fused reverse process: `ddpm_sample` with the stacked EpsNet, everything that does not
+# depend on a_t hoisted out of the scan.
+
+
+def _reverse_coefficients(actor: DiffusionActor):
+    """The per-step scalars `ddpm_sample` gathers inside its loop, read once in the order the
+    scan visits t = H-1 .. 0: x0 = rx a_t - re eps, mean = c0 clip(x0) + ct a_t, then + std z
+    (std = 0 at the last step). -> dict of [H] arrays."""
+    s = actor.diffusion_schedule()
+    var = {"posterior": s.posterior_variance, "ho": s.betas, "paper": s.betas / s.alphas}
+    ts = jnp.arange(actor.steps - 1, -1, -1, dtype=jnp.int32)
+    return dict(t=ts, rx=s.sqrt_recip_alphas_cumprod[ts], re=s.sqrt_recipm1_alphas_cumprod[ts],
+                c0=s.posterior_mean_coef1[ts], ct=s.posterior_mean_coef2[ts],
+                std=jnp.sqrt(jnp.where(ts > 0, var[actor.step][ts], 0.0)))
+
+
+def _dense_layers(params) -> list:
+    """The stacked EpsNet's Dense_0 .. Dense_L parameter dicts in order (leaves [n, ...])."""
+    p = params["params"]
+    names = sorted((k for k in p if k.startswith("Dense_")), key=lambda k: int(k.split("_")[1]))
+    return [p[k] for k in names]
+
+
+def _fused_sample(actor: DiffusionActor, params, cond, key):
+    """a_0 for cond [M, n, C] -> [M, n, A]; the chain of `reverse` with `eps`, same keys.
+
+    EpsNet's first layer acts on [a_t, emb(t), cond], so it splits into a_t W_a + emb(t) W_e +
+    (cond W_c + b): the cond term is computed once per sample instead of H times, and the time
+    embedding (an MLP of its own) once per (agent, step) instead of per (sample, agent, step).
+    The per-step coefficients and the noise are drawn up front, and the carry is agent-major
+    [n, M, A], so every layer in the loop body is one batched matmul over the agent axis (no
+    transposes, no gathers inside the scan). Only the summation order of the first layer
+    differs from `reverse`, i.e. float rounding."""
+    M, n, _ = cond.shape
+    A, F = actor.act_dim, actor.time_features
+    coef = _reverse_coefficients(actor)
+    keys = jax.random.split(key, actor.steps + 1)            # as ddpm_sample splits them
+    shape = (M, n, A)
+    a_init = jnp.swapaxes(jax.random.normal(keys[0], shape), 0, 1)                 # [n, M, A]
+    noise = jnp.swapaxes(jax.vmap(lambda k: jax.random.normal(k, shape))(keys[1:]), 1, 2)
+    act = ACTIVATIONS[actor.activation]
+    first, *hidden, out = _dense_layers(params)
+    w_a, w_e, w_c = jnp.split(first["kernel"], [A, A + F], axis=1)                  # [n, ., h]
+    emb = jax.vmap(lambda p: TimeEmbedding(F, actor.activation).apply({"params": p}, coef["t"]))(
+        params["params"]["TimeEmbedding_0"])                                          # [n, H, F]
+    h_time = jnp.swapaxes(jnp.einsum("nsf,nfh->nsh", emb, w_e), 0, 1)               # [H, n, h]
+    h_cond = jnp.einsum("mnc,nch->nmh", cond, w_c) + first["bias"][:, None]          # [n, M, h]
+
+    def eps(a, h_t):                                      # a [n, M, A], h_t [n, h]
+        x = act(jnp.einsum("nma,nah->nmh", a, w_a) + h_cond + h_t[:, None])
+        for layer in hidden:
+            x = act(jnp.einsum("nmh,nhk->nmk", x, layer["kernel"]) + layer["bias"][:, None])
+        return jnp.einsum("nmh,nha->nma", x, out["kernel"]) + out["bias"][:, None]
+
+    def step(a, xs):
+        h_t, z, c = xs
+        x0 = c["rx"] * a - c["re"] * eps(a, h_t)
+        if actor.clip_x0 is not None:
+            x0 = jnp.clip(x0, -actor.clip_x0, actor.clip_x0)
+        return c["c0"] * x0 + c["ct"] * a + c["std"] * z, None
+
+    scalars = {k: v for k, v in coef.items() if k != "t"}
+    a0, _ = jax.lax.scan(step, a_init, (h_time, noise, scalars), unroll=actor.unroll)
+    return jnp.swapaxes(jnp.clip(a0, -1.0, 1.0), 0, 1)
 
 
 # ---------------------------------------------------------------------------------------------

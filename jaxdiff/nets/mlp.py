@@ -10,8 +10,19 @@ from flax.linen.initializers import constant
 
 from jaxdiff.nets.init import orthogonal
 
+
+def mish(x):
+    """x tanh(softplus(x)) in closed form: with e = exp(x), tanh(log(1 + e)) = (e^2 + 2e) /
+    (e^2 + 2e + 2). One exp instead of exp, log1p and tanh: ~3x faster on CPU, where the
+    activation of DDPL's 3x256 networks costs about as much as their matmuls; equal to float
+    rounding. e is capped at exp(20), where the ratio is 1 to float32 precision."""
+    e = jnp.exp(jnp.minimum(x, 20.0))
+    n = e * (e + 2.0)
+    return x * n / (n + 2.0)
+
+
 ACTIVATIONS = {"tanh": nn.tanh, "relu": nn.relu, "gelu": nn.gelu, "silu": nn.silu,
-               "mish": lambda x: x * nn.tanh(nn.softplus(x))}
+               "mish": mish}
 
 
 def dense(features, scale=np.sqrt(2)):

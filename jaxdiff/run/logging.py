@@ -92,6 +92,32 @@ def summarise(rows: list[dict], score: str = "eval_return") -> dict:
     return out
 
 
+def highest_mean(rows: list[dict], score: str = "eval_return", grid: int = 0) -> dict:
+    """The "highest mean ± std" of a learning curve (the protocol of Table 1 in papers such as
+    DDPL's: at every evaluation point average the seeds, take the point where that average is
+    largest, and report the across-seed std AT that point). This differs from `summarise`'s
+    `best`, which takes each seed's own best point (a mean of maxima is never below this).
+
+    Only evaluation points that every seed reached count (a partly written last chunk would
+    otherwise be an average over fewer seeds); ties go to the earliest point. Returns
+    {mean, std (population, as `summarise`), step, seeds, per_seed: [values in seed order],
+    points: number of complete evaluation points}, or {} when no point is complete."""
+    by_step = defaultdict(dict)
+    for r in rows:
+        if r.get("grid", 0) == grid and score in r and r[score] is not None:
+            by_step[int(r["step"])][int(r["seed"])] = float(r[score])
+    seeds = sorted({s for vals in by_step.values() for s in vals})
+    complete = [(step, [vals[s] for s in seeds]) for step, vals in sorted(by_step.items())
+                if len(vals) == len(seeds)
+                and all(math.isfinite(vals[s]) for s in seeds)]
+    if not complete:
+        return {}
+    step, vals = max(complete, key=lambda sv: (float(np.mean(sv[1])), -sv[0]))
+    v = np.asarray(vals, dtype=np.float64)
+    return dict(mean=float(v.mean()), std=float(v.std()), step=step, seeds=len(seeds),
+                per_seed=[float(x) for x in v], points=len(complete))
+
+
 CURVE_KEYS = ("eval_return", "eval_return_stochastic", "train_return", "eval_win_rate",
               "actor_loss", "value_loss", "entropy", "loss")
 

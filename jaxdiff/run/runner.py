@@ -359,7 +359,6 @@ def train(spec: RunSpec, run_dir: str, *, progress: bool = True, tensorboard: bo
     _check_writable(run_dir)
     identity = spec.identity()
     cfg_path = os.path.join(run_dir, "config.json")
-    ckpt = Checkpointer(os.path.join(run_dir, "checkpoints"), debug=debug)
     if os.path.exists(cfg_path):
         with open(cfg_path) as f:
             old = json.load(f)
@@ -373,6 +372,8 @@ def train(spec: RunSpec, run_dir: str, *, progress: bool = True, tensorboard: bo
         with open(cfg_path, "w") as f:
             json.dump(identity, f, indent=2)
         _write_yaml(os.path.join(run_dir, "config.yaml"), spec, base)
+    # after the config check: a refused resume leaves the folder exactly as it was
+    ckpt = Checkpointer(os.path.join(run_dir, "checkpoints"), debug=debug)
 
     S = spec.seeds
     members, root, keys, hp, init_fn = _ensemble(spec, algorithm, env, configs)

@@ -2,7 +2,8 @@
 eps-network equal to a loop over agents (independent parameters); the reverse process against an
 analytic score (spec-ddpl §4.4, F3); the "paper" step refused where it diverges; shapes, parameter
 count and conditioning of the network (F4); agent independence of samples and gradients (F12);
-jit == no-jit and vmap == loop of `sample`; the env-box round trip (F15).
+jit == no-jit and vmap == loop of `sample`; the fused sampler against the generic reverse
+process (and the closed-form mish against its definition); the env-box round trip (F15).
 
 Each test compiles one program for all of its assertions (tiny shapes) to keep the file cheap."""
 import jax
@@ -141,6 +142,47 @@ def test_sample_shapes_agent_independence_jit_vmap_and_grad():
     assert np.abs(np.asarray(eps_c[0] - eps_c[1])).max() > 1e-6
     with pytest.raises(ValueError, match="agent axis"):
         actor.sample(params, cond[0, 0, 0], key)
+
+
+def test_fused_sample_is_the_generic_reverse_process_and_mish_its_definition():
+    """`sample`'s fused loop (first layer split, time embedding, coefficients and noise hoisted
+    out of the scan, agent-major carry) against `reverse` with `eps` (`fused=False`), for every
+    step variant, with and without x0 clipping, rolled and unrolled: the same keys give the same
+    chain up to float rounding (values; parameter gradients for the default actor). And the closed-form mish
+    against x tanh(softplus(x)), values and derivative, over the float32 range that matters."""
+    import dataclasses
+
+    from jaxdiff.nets.mlp import mish
+    n, A, C = 2, 3, 5
+    variants = [dict(), dict(step="ho", clip_x0=None, steps=4, unroll=4),
+                dict(step="paper", schedule="vp", steps=14, unroll=3),
+                dict(schedule="cosine", layers=1, time_features=5)]
+    actors = [da.DiffusionActor(A, hidden=16, time_features=kw.pop("time_features", 4), **kw)
+              for kw in variants]
+    params = [a.init(jax.random.key(i), n, C) for i, a in enumerate(actors)]
+    cond = jax.random.normal(jax.random.key(7), (2, 3, n, C))
+    key = jax.random.key(8)
+    x = jnp.linspace(-40.0, 40.0, 4001)
+
+    def run(params, cond, x):
+        out = []
+        for i, (a, p) in enumerate(zip(actors, params)):
+            for impl in (a, dataclasses.replace(a, fused=False, unroll=1)):
+                loss = lambda r, impl=impl: jnp.sum(impl.sample(r, cond, key)[..., 0] ** 2)
+                out.append((impl.sample(p, cond, key), jax.grad(loss)(p) if i == 0 else {}))
+        ref = lambda v: v * jnp.tanh(jax.nn.softplus(v))
+        return out, (mish(x), ref(x), jax.vmap(jax.grad(mish))(x), jax.vmap(jax.grad(ref))(x))
+
+    out, (m, m_ref, dm, dm_ref) = jax.jit(run)(params, cond, x)
+    for (fused, g_fused), (generic, g_generic) in zip(out[::2], out[1::2]):
+        assert fused.shape == (2, 3, n, A)
+        np.testing.assert_allclose(fused, generic, rtol=1e-5, atol=2e-6)
+        for u, v in zip(jax.tree.leaves(g_fused), jax.tree.leaves(g_generic)):
+            np.testing.assert_allclose(u, v, rtol=1e-4, atol=1e-5 * float(np.abs(v).max()))
+    np.testing.assert_allclose(m, m_ref, rtol=2e-6, atol=1e-30)
+    np.testing.assert_allclose(dm, dm_ref, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="unroll"):
+        da.DiffusionActor(A, unroll=0)
 
 
 def test_spread_stats_and_env_box_round_trip():

@@ -27,9 +27,16 @@ def _params(run_dir):
     return state
 
 
-def test_resume_is_bit_identical(tmp_path):
-    full, part = tmp_path / "full", tmp_path / "part"
-    s_full = runner.train(_spec(), str(full), progress=False)
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    """One uninterrupted 4-chunk run shared by the tests that need a finished run folder."""
+    full = tmp_path_factory.mktemp("full")
+    return full, runner.train(_spec(), str(full), progress=False)
+
+
+def test_resume_is_bit_identical(tmp_path, full_run):
+    full, s_full = full_run
+    part = tmp_path / "part"
     s_part = runner.train(_spec(), str(part), progress=False, max_chunks=2)
     assert s_part["complete"] is False
     assert Checkpointer(str(part / "checkpoints")).steps()[-1] == 2
@@ -125,11 +132,14 @@ def test_nan_guard_names_metric_and_seed(tmp_path):
     assert Checkpointer(str(tmp_path / "checkpoints")).steps() == [1]
 
 
-def test_resume_refuses_other_config(tmp_path):
-    runner.train(_spec(chunks=2, total_steps=256), str(tmp_path), progress=False)
-    other = _spec(chunks=2, total_steps=256, algo_overrides=dict(TINY, lr=1e-3))
+def test_resume_refuses_other_config(full_run):
+    # the check runs before anything is compiled or written: the finished run stays as it was
+    full, _ = full_run
+    before = (full / "summary.json").read_text()
+    other = _spec(algo_overrides=dict(TINY, lr=1e-3))
     with pytest.raises(runner.RunConfigMismatch, match="algo_overrides"):
-        runner.train(other, str(tmp_path), progress=False)
+        runner.train(other, str(full), progress=False)
+    assert (full / "summary.json").read_text() == before
 
 
 @pytest.mark.slow   # end to end; tests/run/test_checkpoint.py covers the same path fast
