@@ -12,7 +12,9 @@ TINY = dict(num_envs=2, num_steps=4, update_epochs=1, num_minibatches=1, hidden=
 @pytest.mark.parametrize("algo, env_name, env_kw, over", [
     ("mappo", "mpe_simple_spread", {"action_type": "continuous"}, {}),
     ("ippo", "mpe_simple_speaker_listener", {}, {"shared_params": False}),
-    ("mappo", "smax_3m", {}, {"recurrent": True, "value_norm": True}),
+    # 40 s of compile; SMAX MAPPO-RNN also runs in the JaxMARL comparison and with -m slow
+    pytest.param("mappo", "smax_3m", {}, {"recurrent": True, "value_norm": True},
+                 marks=pytest.mark.slow),
 ])
 def test_variant_trains_one_step(algo, env_name, env_kw, over):
     algorithm = base.get(algo)

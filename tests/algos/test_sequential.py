@@ -140,7 +140,8 @@ def _tiny_state(algo, **kw):
     pytest.param("happo", dict(update_epochs=1, num_minibatches=2), marks=pytest.mark.slow),
     # eager HATRPO runs its CG and line-search loops op by op (about a minute)
     pytest.param("hatrpo", dict(cg_iters=2, ls_steps=2), marks=pytest.mark.slow),
-    ("happo", dict(update_epochs=1, critic_state="agent"))])
+    # eager HAPPO: about a minute on 2 cores; MAPPO's jit == no-jit (tests/run) stays in the fast set
+    pytest.param("happo", dict(update_epochs=1, critic_state="agent"), marks=pytest.mark.slow)])
 def test_jit_equals_no_jit_for_one_step(algo, kw):
     env, cfg, alg, state = _tiny_state(algo, **kw)
     step = alg.step(env, cfg, iterations=50)
@@ -179,7 +180,8 @@ def test_f14_coordination_game_mirror_step():
         np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-6)
 
 
-@pytest.mark.parametrize("recurrent", [False, True])
+# the feed-forward case (30 s) runs with -m slow; the recurrent one covers the same EP path
+@pytest.mark.parametrize("recurrent", [pytest.param(False, marks=pytest.mark.slow), True])
 def test_ep_critic_is_one_value_per_env_on_the_team_reward(recurrent):
     """HARL's EP critic: values and targets have one row per env, every agent gets the same
     advantage, and that advantage is GAE (written out here as a plain loop) of the summed team
@@ -231,7 +233,7 @@ def test_ep_critic_needs_the_global_state():
     assert cfg.critic_state == "agent"
 
 
-@pytest.mark.parametrize("recurrent", [False, True])
+@pytest.mark.parametrize("recurrent", [pytest.param(False, marks=pytest.mark.slow), True])
 def test_rollout_log_probs_are_the_pre_update_log_probs(recurrent):
     """The sequential update takes agent i's pre-update log-probs from the rollout (agent i has
     not moved since): they equal a recomputation with its current parameters."""
