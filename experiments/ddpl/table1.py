@@ -41,7 +41,6 @@ import argparse
 import json
 import os
 import shlex
-import subprocess
 import sys
 import time
 
@@ -141,14 +140,8 @@ def run_cell(scale: str, algo: str, task: str, seeds: int) -> dict:
 
 
 def _commit() -> str:
-    try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, text=True,
-                             capture_output=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=HERE, text=True,
-                               capture_output=True).stdout.strip()
-        return sha + ("+uncommitted" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+    from jaxdiff.run.logging import git_commit
+    return git_commit(HERE)
 
 
 def _pm(h: dict | None, digits: int = 2) -> str:

@@ -28,7 +28,6 @@ import argparse
 import json
 import os
 import shlex
-import subprocess
 import sys
 import time
 
@@ -96,14 +95,8 @@ def exact_q() -> list:
 
 
 def _commit() -> str:
-    try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, text=True,
-                             capture_output=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=HERE, text=True,
-                               capture_output=True).stdout.strip()
-        return sha + ("+uncommitted" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+    from jaxdiff.run.logging import git_commit
+    return git_commit(HERE)
 
 
 def main(argv=None) -> None:

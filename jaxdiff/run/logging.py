@@ -206,3 +206,17 @@ class TensorBoard:
     def close(self):
         for w in self._writers.values():
             w.close()
+
+
+def git_commit(path: str) -> str:
+    """The short commit of the checkout holding `path`, "+uncommitted" when its tree has
+    changes, "unknown" outside git: the provenance line of every result file."""
+    import subprocess
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=path, text=True,
+                             capture_output=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=path, text=True,
+                               capture_output=True).stdout.strip()
+        return sha + ("+uncommitted" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
