@@ -229,6 +229,7 @@ BUILTIN = {
     "ddpl": "jaxdiff.algos.ddpl",
     "ddpl_gaussian": "jaxdiff.algos.ddpl",
     "decspg_gaussian": "jaxdiff.algos.ddpl",
+    "haqo": "jaxdiff.algos.haqo",
 }
 
 _REGISTRY: dict[str, Algorithm] = {}

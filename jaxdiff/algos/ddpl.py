@@ -36,10 +36,11 @@ entropy term or action noise). Departures from the paper's letter, each forced:
   schedule; the default `sampler=posterior` is the DDPM posterior variance (spec §8.6).
 
 Truncation vs termination (F13). Only true terminations cut the bootstrap. The true s' of a
-time-limit end is stored when the env reports it (`info["final_obs"]`, `info["final_state"]`:
-observation and global state of the pre-reset state); jaxdiff's adapters auto-reset and do not
-report it yet, and then such a transition is kept out of the Q loss (`valid = 0`) rather than
-bootstrapping from the reset state (it still serves the policy step: s' is a real state).
+time-limit end is stored from the env's `step_final` (`info["final_obs"]`, `info["final_state"]`:
+observation and global state of the pre-reset state), which the JaxMARL (MPE, SMAX) and MABrax
+adapters implement. An env whose `reports_final` is False (e.g. behind the inferred-state
+wrapper) cannot say where a truncated episode stopped; such a transition is then kept out of
+the Q loss (`valid = 0`) rather than bootstrapping from the reset state.
 
 Three registered algorithms share this module:
   ddpl             diffusion policies + ISSM (Algorithm 2)
@@ -457,6 +458,7 @@ def make_env_step(env, config, kind: str):
     """One vectorised env step -> (state, transitions [E, ...], info)."""
     p = _parts(env, config, kind)
     E = config.num_envs
+    step = env.step_final if env.reports_final else env.step
 
     def env_step(state: State):
         key, k_act, k_rand, k_env = jax.random.split(state.key, 4)
@@ -467,7 +469,7 @@ def make_env_step(env, config, kind: str):
                                                  high=p.high, dim_mask=p.dim_mask),
                         p.low, p.high) * p.dim_mask
         a = jnp.where(state.env_steps < config.warmup_steps, warm, policy)           # [-1, 1]
-        obs, env_state, reward, done, info = jax.vmap(env.step)(
+        obs, env_state, reward, done, info = jax.vmap(step)(
             jax.random.split(k_env, E), state.env_state, to_box(a, p.low, p.high) * p.dim_mask)
         next_gstate = jax.vmap(env.global_state)(env_state)
         ended, term = done[:, 0], info["terminated"]

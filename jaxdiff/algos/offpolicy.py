@@ -16,20 +16,32 @@ import jax.numpy as jnp
 from jaxdiff.nets import distributions as D
 
 
+def _strong_types(tree):
+    """Leaves with a concrete dtype instead of JAX's weak type. flashbax starts its write index
+    as a weakly typed int; a checkpoint restores it strongly typed, and the compiled step would
+    then be compiled a second time for the restored state (same values, other type)."""
+    return jax.tree.map(lambda x: x.astype(x.dtype) if getattr(x, "weak_type", False) else x,
+                        tree)
+
+
+def _strong_init(buffer):
+    return buffer.replace(init=lambda example: _strong_types(buffer.init(example)))
+
+
 def trajectory_buffer(*, num_envs: int, batch_size: int, n_step: int, buffer_size: int):
     """A flashbax trajectory buffer of `buffer_size` transitions (buffer_size // num_envs per
     env) from which `nstep_sample` draws windows of n_step + 1 steps."""
-    return fbx.make_trajectory_buffer(
+    return _strong_init(fbx.make_trajectory_buffer(
         add_batch_size=num_envs, sample_batch_size=batch_size,
         sample_sequence_length=n_step + 1, period=1, min_length_time_axis=n_step + 1,
-        max_length_time_axis=buffer_size // num_envs)
+        max_length_time_axis=buffer_size // num_envs))
 
 
 def item_buffer(*, buffer_size: int, batch_size: int):
     """A flashbax item buffer (one replay item per added row, e.g. an env's whole sequence);
     it can sample once it holds `batch_size` items."""
-    return fbx.make_item_buffer(max_length=buffer_size, min_length=batch_size,
-                                sample_batch_size=batch_size, add_batches=True)
+    return _strong_init(fbx.make_item_buffer(max_length=buffer_size, min_length=batch_size,
+                                             sample_batch_size=batch_size, add_batches=True))
 
 
 def stored_steps(buffer_state):

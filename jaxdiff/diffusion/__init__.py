@@ -63,6 +63,7 @@ from jaxdiff.diffusion.schedules import (
     ve_schedule,
     vp_schedule,
 )
+from jaxdiff.diffusion.trust_region import line_search
 
 __all__ = [
     "FixedPointShift",
@@ -93,6 +94,7 @@ __all__ = [
     "jacobian_plus",
     "jacobian_tau",
     "jacobian_y",
+    "line_search",
     "linear_schedule",
     "make_schedule",
     "newton_refine",

@@ -274,3 +274,224 @@ def issm(
     else:
         raise ValueError(f"feature_reduce={feature_reduce!r}; expected 'sum' or 'mean'")
     return jnp.mean(weights * _time_weight(time_weights, t, err))
+
+
+# ---------------------------------------------------------------------------------------------
+# HAQO (paper 003): Q-weighted variational denoising, the uniform-action entropy surrogate, the
+# adaptive entropy coefficient and the chain-ratio PPO clip (spec-haqo §3.2, §3.3, §3.7).
+
+QV_WEIGHT_MODES = ("qadv", "qcut")
+
+
+def qv_weights(q: jax.Array, *, mode: str = "qadv", eps_cut=0.0, axis: int = -1) -> jax.Array:
+    """Non-negative QV weights of K candidate actions of one state (paper 003 Eq. 6/7).
+
+    q: critic values with the K candidates of one state along `axis` (e.g. [B, K]). The
+    advantage is centred on the K-sample baseline, A = q - mean_K q (spec §3.7.2: the candidates
+    come from pi_old, so their mean estimates E_{pi_old} A, which Eq. 6 subtracts), then
+      "qadv"  w = max(0, A)                       (soft calibration; continuous control)
+      "qcut"  w = max(0, A) 1{A >= eps_cut}        (hard filter; the paper's epsilon threshold).
+    Both are non-negative and non-decreasing in A, the two properties Prop. 5.2 needs (raw A
+    would make the denoising objective sign-indefinite). eps_cut may be an array broadcastable
+    against q (e.g. a per-state 0.25 std(A)). Returned under stop_gradient: weights are data.
+    """
+    if mode not in QV_WEIGHT_MODES:
+        raise ValueError(f"qv_weights(mode={mode!r}): expected one of {QV_WEIGHT_MODES}.")
+    q = jax.lax.stop_gradient(jnp.asarray(q, jnp.float32))
+    if q.ndim == 0 or q.shape[axis] < 2:
+        raise ValueError(
+            f"qv_weights needs K >= 2 candidate values per state along axis {axis}, got shape "
+            f"{q.shape}: the baseline is their mean, so one candidate always gets weight 0.")
+    adv = q - jnp.mean(q, axis=axis, keepdims=True)
+    w = jnp.maximum(adv, 0.0)
+    if mode == "qcut":
+        w = jnp.where(adv >= jax.lax.stop_gradient(jnp.asarray(eps_cut, w.dtype)), w, 0.0)
+    return jax.lax.stop_gradient(w)
+
+
+def _masked_sq_norm(diff: jax.Array, mask) -> jax.Array:
+    """sum over the last axis of mask * diff^2 (mask broadcastable to diff, or None)."""
+    sq = diff**2
+    if mask is not None:
+        sq = sq * jax.lax.stop_gradient(jnp.asarray(mask, sq.dtype))
+    return jnp.sum(sq, axis=-1)
+
+
+def _check_mask(mask, x_shape: tuple, who: str):
+    if mask is None:
+        return None
+    mask = jnp.asarray(mask)
+    try:
+        jnp.broadcast_shapes(mask.shape, x_shape)
+    except ValueError:
+        raise ValueError(f"{who}: mask {mask.shape} must broadcast against the actions "
+                         f"{x_shape} (e.g. [d] per action dim, 1 = real, 0 = padded).") from None
+    return mask
+
+
+def qv_weighted(
+    eps_fn: Callable[[jax.Array, jax.Array, jax.Array], jax.Array],
+    schedule: Schedule,
+    key: jax.Array,
+    x0: jax.Array,
+    cond: jax.Array,
+    weights: jax.Array,
+    *,
+    mask: jax.Array | None = None,
+    normalise: bool = True,
+    t: jax.Array | None = None,
+    noise: jax.Array | None = None,
+) -> tuple[jax.Array, dict]:
+    """The Q-weighted variational (QV) denoising loss of HAQO (paper 003 Eq. 5, spec §3.7.2):
+
+        mean_{b,k} w~_bk || eps_bk - eps_fn(sqrt(abar_t) x0_bk + sqrt(1 - abar_t) eps_bk, t, c_b) ||^2_mask
+
+    with a fresh t ~ U{0..T-1} and eps ~ N(0, I) per candidate (b, k). It is minimised (spec §8
+    item 1: the paper's "max" of a non-negative loss is a sign slip). x0 [..., K, d]: candidate
+    actions in the normalised box (from pi_old); cond [..., C]: the state's conditioning (shared
+    by its K candidates, broadcast here); weights [..., K] from `qv_weights`. With `normalise`,
+    w~ = w / (mean w + 1e-8): the loss scale no longer tracks the critic's reward scale (the
+    paper's "normalized QV loss"). mask (broadcastable to x0, e.g. [d]) drops padded action
+    dims from the error, so they get zero gradient. eps_fn(x_t [..., K, d], t int32 [..., K],
+    cond [..., K, C]) -> [..., K, d]. `t`/`noise` replace the random draws (fixed-batch checks).
+
+    Candidates, conditioning and weights are under stop_gradient. Returns (loss, aux) with aux
+    {"frac_nonzero_weights", "mean_weight"} (of the raw weights).
+    """
+    x0 = jax.lax.stop_gradient(jnp.asarray(x0, jnp.float32))
+    cond = jax.lax.stop_gradient(jnp.asarray(cond, x0.dtype))
+    weights = jax.lax.stop_gradient(jnp.asarray(weights, x0.dtype))
+    if x0.ndim < 2 or weights.shape != x0.shape[:-1] or cond.shape[:-1] != x0.shape[:-2]:
+        raise ValueError(
+            f"qv_weighted: expected x0 [..., K, d], weights [..., K] and cond [..., C] with the same "
+            f"leading dims, got x0 {x0.shape}, weights {weights.shape}, cond {cond.shape}.")
+    mask = _check_mask(mask, x0.shape, "qv_weighted")
+    key_t, key_noise = jax.random.split(key)
+    if t is None:
+        t = jax.random.randint(key_t, weights.shape, 0, schedule.num_steps)
+    if noise is None:
+        noise = jax.random.normal(key_noise, x0.shape, x0.dtype)
+    x_t = q_sample(schedule, x0, t, noise)
+    cond_k = jnp.broadcast_to(cond[..., None, :], x0.shape[:-1] + cond.shape[-1:])
+    err = _masked_sq_norm(noise - eps_fn(x_t, t, cond_k), mask)
+    mean_w = jnp.mean(weights)
+    w = weights / (mean_w + 1e-8) if normalise else weights
+    aux = {"frac_nonzero_weights": jnp.mean((weights > 0).astype(x0.dtype)),
+           "mean_weight": mean_w}
+    return jnp.mean(w * err), aux
+
+
+def diffusion_entropy(
+    eps_fn: Callable[[jax.Array, jax.Array, jax.Array], jax.Array],
+    schedule: Schedule,
+    key: jax.Array,
+    cond: jax.Array,
+    *,
+    n_samples: int,
+    d: int,
+    low: float = -1.0,
+    high: float = 1.0,
+    mask: jax.Array | None = None,
+    weights: jax.Array | None = None,
+    u: jax.Array | None = None,
+    t: jax.Array | None = None,
+    noise: jax.Array | None = None,
+) -> jax.Array:
+    """HAQO's diffusion entropy surrogate without its coefficient (paper 003 Eq. 9, spec §3.3):
+    the denoising loss on uniform actions u ~ U([low, high]^d), n_samples per state,
+
+        mean_b w_b mean_e || eps_be - eps_fn(sqrt(abar_t) u_be + sqrt(1 - abar_t) eps_be, t, c_b) ||^2_mask  >= 0.
+
+    The caller multiplies by alpha and minimises it with the QV loss: fitting uniform actions
+    pulls the policy's dispersion towards the box's (Prop. 5.3's spectral floor). By the
+    identity ||eps - eps_theta||^2 = abar/(1 - abar) ||x0_hat - x0||^2 (Eq. 131) this is the
+    uniform reconstruction error of Alg. 1 line 15 up to a per-t factor. cond [B, C] (any
+    leading dims); weights [B] (optional, per state: the "q_scaled" variant weights each state's
+    uniform samples by its QV weight; default 1). eps_fn as in `qv_weighted`: x_t [B, N, d],
+    t [B, N], cond [B, N, C]. u/t/noise replace the random draws (fixed-batch checks).
+    """
+    if n_samples < 1 or d < 1:
+        raise ValueError(f"diffusion_entropy needs n_samples >= 1 and d >= 1, got "
+                         f"n_samples={n_samples}, d={d}.")
+    cond = jax.lax.stop_gradient(jnp.asarray(cond, jnp.float32))
+    if cond.ndim < 1:
+        raise ValueError("diffusion_entropy: cond must be [..., C] (one row per state).")
+    lead = cond.shape[:-1]
+    shape = lead + (n_samples, d)
+    ku, kt, kn = jax.random.split(key, 3)
+    if u is None:
+        u = jax.random.uniform(ku, shape, cond.dtype, minval=low, maxval=high)
+    if t is None:
+        t = jax.random.randint(kt, shape[:-1], 0, schedule.num_steps)
+    if noise is None:
+        noise = jax.random.normal(kn, shape, cond.dtype)
+    mask = _check_mask(mask, shape, "diffusion_entropy")
+    x_t = q_sample(schedule, jax.lax.stop_gradient(u), t, noise)
+    cond_e = jnp.broadcast_to(cond[..., None, :], shape[:-1] + cond.shape[-1:])
+    per_state = jnp.mean(_masked_sq_norm(noise - eps_fn(x_t, t, cond_e), mask), axis=-1)
+    if weights is None:
+        return jnp.mean(per_state)
+    weights = jax.lax.stop_gradient(jnp.asarray(weights, per_state.dtype))
+    if weights.shape != lead:
+        raise ValueError(f"diffusion_entropy: weights must be one per state {lead}, got "
+                         f"{weights.shape}.")
+    return jnp.mean(weights * per_state)
+
+
+def dispersion_ratio(x: jax.Array, *, low: float = -1.0, high: float = 1.0,
+                     mask: jax.Array | None = None, axis: int = -2) -> jax.Array:
+    """Tr Cov(x over the sample `axis`) / Tr Sigma_U, the dispersion of candidate actions
+    relative to the uniform distribution on [low, high]^d (Tr Sigma_U = d (high - low)^2 / 12;
+    spec §3.7.4, paper Eq. 142). x [..., K, d] with the K samples of one state along `axis`
+    (unbiased covariance, so K >= 2) -> [...]. mask (broadcastable to [..., d]) counts only
+    real action dims, in both traces. ~1 for uniform samples, 0 for a collapsed (deterministic) policy."""
+    x = jnp.asarray(x, jnp.float32)
+    if x.ndim < 2 or axis % x.ndim == x.ndim - 1 or x.shape[axis] < 2:
+        raise ValueError(f"dispersion_ratio needs x [..., K, d] with K >= 2 samples along "
+                         f"axis {axis} (not the action axis), got shape {x.shape}.")
+    var = jnp.var(x, axis=axis, ddof=1)                           # [..., d]
+    d = x.shape[-1]
+    if mask is not None:
+        mask = jnp.broadcast_to(jnp.asarray(mask, var.dtype), var.shape)
+        var = var * mask
+        d = jnp.sum(mask, axis=-1)
+    return jnp.sum(var, axis=-1) / (d * (high - low) ** 2 / 12.0)
+
+
+def adaptive_alpha(alpha, dispersion_ratio, *, kappa: float = 0.05, grow: float = 1.5,
+                   cap: float = 0.5, decay: float = 0.99, alpha0: float = 0.02):
+    """One step of the adaptive entropy coefficient (paper Eq. 142, spec §3.7.4): when the
+    dispersion ratio falls below kappa, alpha <- min(grow alpha, cap) ("increase alpha until
+    dispersion recovers"); otherwise alpha relaxes towards alpha0 by the factor `decay`
+    (alpha decay from above, alpha / decay from below, never past alpha0). Elementwise, so
+    alpha and the ratio may be per agent [n]."""
+    checks = (("kappa", lambda: 0.0 < kappa < 1.0), ("grow", lambda: grow > 1.0),
+              ("decay", lambda: 0.0 < decay <= 1.0), ("alpha0", lambda: 0.0 < alpha0 <= cap))
+    concrete = all(isinstance(v, (int, float)) for v in (kappa, grow, cap, decay, alpha0))
+    for name, ok in checks if concrete else ():       # traced settings (sweeps): unchecked
+        if not ok():
+            raise ValueError(
+                f"adaptive_alpha: bad {name} (kappa={kappa}, grow={grow}, decay={decay}, "
+                f"alpha0={alpha0}, cap={cap}); need 0 < kappa < 1, grow > 1, 0 < decay <= 1 "
+                "and 0 < alpha0 <= cap.")
+    alpha = jnp.asarray(alpha, jnp.float32)
+    low_dispersion = jnp.asarray(dispersion_ratio) < kappa
+    relaxed = jnp.where(alpha > alpha0, jnp.maximum(alpha * decay, alpha0),
+                        jnp.minimum(alpha / decay, alpha0))
+    return jax.lax.stop_gradient(
+        jnp.where(low_dispersion, jnp.minimum(alpha * grow, cap), relaxed))
+
+
+def ppo_clip_loss(log_ratio: jax.Array, advantage: jax.Array, clip: float = 0.2) -> jax.Array:
+    """-mean min(rho A, clip(rho, 1 - clip, 1 + clip) A) with rho = exp(log_ratio): HAQO's
+    optional ppo_clip drift term (Alg. 1 lines 17-18) on the exact reverse-chain ratio
+    (`DiffusionActor.chain_log_ratio`). The gradient is zero once rho has left [1 - clip,
+    1 + clip] in the direction A favours, so one update cannot move the policy far. advantage
+    (same shape as log_ratio, e.g. the centred candidate advantages) is under stop_gradient."""
+    if not clip > 0:
+        raise ValueError(f"ppo_clip_loss(clip={clip}): the clip range must be > 0 (0.2 is "
+                         "the usual choice).")
+    advantage = jax.lax.stop_gradient(jnp.asarray(advantage))
+    ratio = jnp.exp(log_ratio)
+    clipped = jnp.clip(ratio, 1.0 - clip, 1.0 + clip)
+    return -jnp.mean(jnp.minimum(ratio * advantage, clipped * advantage))

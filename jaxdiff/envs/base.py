@@ -13,7 +13,15 @@ Actions: discrete -> int32[n_agents]; continuous -> f32[n_agents, act_dim].
 Heterogeneous agents are zero-padded (obs) and masked (actions) up to the max size.
 
 Adapters (`jaxdiff.envs.jaxmarl`, `jaxdiff.envs.mabrax`) auto-reset and return the per-step
-info keys `won` (f32) and `terminated` (bool), computed on the pre-reset state. The
+info keys `won` (f32) and `terminated` (bool), computed on the pre-reset state. Envs whose
+`reports_final` is True also offer
+
+    env.step_final(key, state, actions)    -> like `step`; info adds `final_obs`
+                                              f32[n_agents, obs_dim] and `final_state`
+                                              f32[state_dim] of the pre-reset state
+
+the true next state s' of a step that ended an episode (auto-reset replaces it in `obs`), which
+off-policy learners store so that a time-limit end bootstraps from where the episode stopped. The
 `EpisodeStats` wrapper (`jaxdiff.envs.wrappers`), which `make` applies to every env, adds
 `returned_episode`, `episode_return` and `episode_length`.
 """
@@ -83,12 +91,22 @@ class Env:
     """
 
     spec: EnvSpec
+    reports_final: bool = False  # `step_final` is implemented
 
     def reset(self, key):  # -> (obs [n_agents, obs_dim], state)
         raise NotImplementedError
 
     def step(self, key, state, actions):  # -> (obs, state, reward, done, info)
         raise NotImplementedError
+
+    def step_final(self, key, state, actions):  # -> (obs, state, reward, done, info + final)
+        """`step` whose info also holds `final_obs` and `final_state`: the observation and
+        global state the step reached before any auto-reset (equal to the returned `obs` and
+        `global_state(state)` when no episode ended). Optional; see `reports_final`."""
+        raise NotImplementedError(
+            f"{type(self).__name__} does not report the pre-reset state of a step "
+            "(reports_final is False): use `step`, and treat the s' of a time-limit end as "
+            "unknown")
 
     def global_state(self, state):  # -> f32[state_dim]
         raise NotImplementedError

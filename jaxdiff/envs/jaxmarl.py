@@ -148,13 +148,24 @@ class JaxMARLAdapter(Env):
         obs, state = self.jaxmarl_env.reset(key)
         return self._stack_obs(obs), state
 
+    reports_final = True
+
     def step(self, key, state, actions):
+        return self._step(key, state, actions, final=False)
+
+    def step_final(self, key, state, actions):
+        return self._step(key, state, actions, final=True)
+
+    def _step(self, key, state, actions, *, final: bool):
         env = self.jaxmarl_env
         key, key_reset = jax.random.split(key)  # same split as jaxmarl's MultiAgentEnv.step
         _, state_st, reward, dones, _ = env.step_env(key, state, self._action_dict(actions))
         _, state_re = env.reset(key_reset)
         ended = jnp.asarray(dones["__all__"]).astype(jnp.bool_)
         info = {"won": self._won(state_st), "terminated": self._terminated(state_st)}
+        if final:  # one more get_obs, only for the learners that store s'
+            info["final_obs"] = self._stack_obs(env.get_obs(state_st))
+            info["final_state"] = self.global_state(state_st)
         state = jax.tree.map(lambda r, s: jax.lax.select(ended, r, s), state_re, state_st)
         # JaxMARL observes both the stepped and the reset state and selects; observing the
         # selected state gives the same obs for one get_obs (XLA drops the unused two).
@@ -272,8 +283,36 @@ SMAX_MAPS = (
 )
 
 
+# Continuous SMAX: the dims JaxMARL reads as Bernoulli probabilities (it samples them from the
+# logits log(p), log(1 - p)) and how far they are kept from 0 and 1 (spec-ddpl §4.9, F15).
+SMAX_PROB_DIMS = ("shoot_last_enemy", "do_shoot")
+SMAX_PROB_EPS = 1e-6
+
+
 class SMAXAdapter(JaxMARLAdapter):
-    """SMAX: global state = JaxMARL's world state; action mask = available actions."""
+    """SMAX: global state = JaxMARL's world state; action mask = available actions.
+
+    Continuous actions: the two probability dims (`SMAX_PROB_DIMS`, found by name in JaxMARL's
+    `continuous_action_dims`) are clipped to [1e-6, 1 - 1e-6] on top of the box clip. JaxMARL
+    turns them into logits log(p), log(1 - p); at p = 0 or 1 one logit is -inf, which samples
+    correctly but gives NaN as soon as anything differentiates or subtracts logits, and a
+    policy that saturates at the box edge (a clipped diffusion sample) hits exactly 0 or 1."""
+
+    def __init__(self, env, **kwargs):
+        super().__init__(env, **kwargs)
+        if not self.spec.discrete:
+            names = list(env.continuous_action_dims)
+            low = np.full(self.spec.act_dim, self.spec.action_low, np.float32)
+            high = np.full(self.spec.act_dim, self.spec.action_high, np.float32)
+            for name in SMAX_PROB_DIMS:
+                low[names.index(name)] = SMAX_PROB_EPS
+                high[names.index(name)] = 1.0 - SMAX_PROB_EPS
+            self._prob_low, self._prob_high = low, high
+
+    def _action_dict(self, actions: jax.Array) -> dict:
+        if not self.spec.discrete:
+            actions = jnp.clip(actions, self._prob_low, self._prob_high)
+        return super()._action_dict(actions)
 
     def _smax_state(self, state):
         return state.state  # HeuristicEnemySMAX wraps the SMAX state

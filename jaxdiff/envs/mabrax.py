@@ -28,7 +28,10 @@ fresh `reset(key_reset)`), so obs/rewards equal JaxMARL's for the same keys and 
 Brax's own AutoResetWrapper is not used (it would reset to the first state, not a fresh one).
 
 Registered partitions (actuator indices, Brax order):
-  ant_4x2 [[0,1],[2,3],[4,5],[6,7]] (JaxMARL), ant_2x4 [[0,1,2,3],[4,5,6,7]], ant_8x1;
+  ant_4x2 [[0,1],[2,3],[4,5],[6,7]] (JaxMARL), ant_2x4 [[2,3,4,5],[6,7,0,1]], ant_8x1;
+  (Brax actuator order hip_4, ankle_4, hip_1, ankle_1, hip_2, ankle_2, hip_3, ankle_3, as
+  MuJoCo Ant-v2: ant_2x4 is MA-MuJoCo's legs 1+2 / legs 3+4, the split paper 002 trains on;
+  ant_4x2 is MA-MuJoCo's one leg per agent up to agent order)
   halfcheetah_6x1 (JaxMARL), halfcheetah_2x3 [[0,1,2],[3,4,5]] (back leg, front leg);
   hopper_3x1 (JaxMARL); walker2d_2x3 [[0,1,2],[3,4,5]] (JaxMARL: right leg, left leg),
   walker2d_6x1; humanoid_9|8 (JaxMARL; alias humanoid_9_8), humanoid_17x1,
@@ -62,7 +65,7 @@ JAXMARL_PARTITIONS = {
 }
 PARTITIONS = {
     **JAXMARL_PARTITIONS,
-    "ant_2x4": [[0, 1, 2, 3], [4, 5, 6, 7]],
+    "ant_2x4": [[2, 3, 4, 5], [6, 7, 0, 1]],  # MA-MuJoCo: (hip1..ankle2), (hip3..ankle4)
     "ant_8x1": [[i] for i in range(8)],
     "halfcheetah_2x3": [[0, 1, 2], [3, 4, 5]],
     "walker2d_6x1": [[i] for i in range(6)],
@@ -155,13 +158,24 @@ class MABraxAdapter(Env):
         state = self.brax_env.reset(key)
         return self._agent_obs(state.obs), state
 
+    reports_final = True
+
     def step(self, key, state, actions):
+        return self._step(key, state, actions, final=False)
+
+    def step_final(self, key, state, actions):
+        return self._step(key, state, actions, final=True)
+
+    def _step(self, key, state, actions, *, final: bool):
         key, key_reset = jax.random.split(key)  # same split as jaxmarl's MultiAgentEnv.step
         next_state = self.brax_env.step(state, self.global_action(actions))
         reset_state = self.brax_env.reset(key_reset)
         ended = next_state.done > 0
         info = {"won": jnp.zeros((), jnp.float32),
                 "terminated": ended & (next_state.info["truncation"] == 0)}
+        if final:
+            info["final_obs"] = self._agent_obs(next_state.obs)
+            info["final_state"] = self.global_state(next_state)
         state = jax.tree.map(lambda r, s: jax.lax.select(ended, r, s), reset_state, next_state)
         reward = jnp.broadcast_to(next_state.reward.astype(jnp.float32), (self.spec.n_agents,))
         done = jnp.broadcast_to(ended, (self.spec.n_agents,))

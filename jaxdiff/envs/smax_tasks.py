@@ -1,5 +1,7 @@
-"""SMACv2-style SMAX race scenarios (`smax_protoss_5v5`, `smax_terran_5v5`, `smax_zerg_5v5`)
-and the [0, 1] global-state normaliser used as the diffusion target (state reconstruction).
+"""SMACv2-style SMAX race scenarios (`smax_<race>_5v5`, `smax_<race>_10v10`, `smax_<race>_10v11`
+for race in protoss, terran, zerg), the SMAC maps HAQO's Table 4 needs that SMAX lacks
+(`smax_8m_vs_9m`), and the [0, 1] global-state normaliser used as the diffusion target (state
+reconstruction).
 
     env = jaxdiff.envs.make("smax_zerg_5v5", sight_range=5)
     obs, state = env.reset(key)                                 # obs: [5, 127]
@@ -24,6 +26,27 @@ Scenario (built on JaxMARL 0.2.0's SMAX machinery, through our `SMAXAdapter`):
   range only. The heuristic enemies observe through the same function, so they see with the same
   range (SMACv2's built-in AI is not limited by sight; SMAX's heuristic always is).
 
+Team sizes (paper 003, Table 4: zerg_10_vs_10, zerg_10_vs_11; we build all three races):
+
+* 10 vs 10 is the 5 vs 5 scenario with 10 units a side.
+* 10 vs 11 follows SMACv2's `WeightedTeamsDistribution` and `ReflectPositionDistribution` for more
+  enemies than allies: the first 10 enemies mirror the allies' types, the extra enemy's type is a
+  fresh draw from the race weights (SMACv2 draws it as a one-unit team that may not consist of an
+  exception type such as the baneling; SMAX has none, so the plain draw is the same rule). Its
+  start is JaxMARL's rendering of SMACv2's: in the reflect half of the mixture the 10 mirrored
+  enemies face the allies and the extra one starts uniformly anywhere on the enemies' half of the
+  map; in the surround half it is one more unit of the outside groups (or of the centre group,
+  when the enemies are the team in the centre).
+
+SMAC maps (HeuristicEnemySMAX with SMAX's fixed SMAC-style starts, registered with JaxMARL's
+`register_scenario` on first `make`):
+
+* `smax_8m_vs_9m`: 8 marines vs 9 marines (SMAC's map of that name; SMAX's built-in marine maps are
+  3m, 5m_vs_6m, 10m_vs_11m and 27m_vs_30m).
+* Not built: MMM2 (SMAX has no medivac, whose healing is the map's point) and corridor (6 zealots vs
+  24 zerglings needs the corridor's terrain, which SMAX's open map lacks). Both would only be weak
+  approximations (spec-haqo §6.3), so HAQO's Table 4 rows for them stay unreproduced.
+
 `spec.state_dim` stays JaxMARL's world state (120, the centralised critic's input, as on every
 SMAX map). The reconstruction target is `normalised_state` (|s| = 10 per unit = 100), built from
 the raw SMAX state, never from the world state (which holds raw positions, negative cooldowns and
@@ -43,6 +66,8 @@ every SMAX map (`n_units * 10` features), not only the race scenarios.
 """
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -50,6 +75,7 @@ import numpy as np
 from jaxdiff.envs.jaxmarl import (
     ACTION_TYPES,
     SMAXAdapter,
+    _smax_factory,
     check_choice,
     check_positive_int,
     import_jaxmarl,
@@ -168,15 +194,19 @@ class SMAXRaceAdapter(SMAXAdapter):
         return allies_alive(self, state)
 
 
-def make_smax_race(race: str, *, n_units: int = 5, sight_range: float = DEFAULT_SIGHT_RANGE,
+def make_smax_race(race: str, *, n_units: int = 5, n_enemies: int | None = None,
+                   sight_range: float = DEFAULT_SIGHT_RANGE,
                    action_type: str = "discrete", max_steps: int = 100,
                    enemy_shoots: bool = True, attack_mode: str = "closest",
                    observation_type: str = "unit_list", see_enemy_actions: bool = True,
                    walls_cause_death: bool = True, won_battle_bonus: float = 1.0,
                    world_steps_per_env_step: int = 8) -> SMAXRaceAdapter:
-    """Build the `race` scenario with `n_units` allies vs `n_units` heuristic enemies."""
+    """Build the `race` scenario with `n_units` allies vs `n_enemies` (default `n_units`)
+    heuristic enemies."""
     check_choice("race", race, RACES)
     check_positive_int("n_units", n_units)
+    n_enemies = n_units if n_enemies is None else n_enemies
+    check_positive_int("n_enemies", n_enemies)
     sight_range = _check_sight_range(sight_range)
     check_choice("action_type", action_type, ACTION_TYPES)
     check_positive_int("max_steps", max_steps)
@@ -191,8 +221,9 @@ def make_smax_race(race: str, *, n_units: int = 5, sight_range: float = DEFAULT_
     )
     from jaxmarl.environments.smax.smax_env import MAP_NAME_TO_SCENARIO
 
-    map_name = f"{race}_{n_units}v{n_units}"
-    scenario = Scenario(jnp.zeros((2 * n_units,), jnp.uint8), n_units, n_units, True, True)
+    map_name = f"{race}_{n_units}v{n_enemies}"
+    scenario = Scenario(jnp.zeros((n_units + n_enemies,), jnp.uint8), n_units, n_enemies, True,
+                        True)
     if map_name not in MAP_NAME_TO_SCENARIO:
         # Lets JaxMARL tools (map_name_to_scenario, visualisers) find the map by name; the unit
         # type draw itself is the generator installed below, which a Scenario cannot carry.
@@ -205,7 +236,7 @@ def make_smax_race(race: str, *, n_units: int = 5, sight_range: float = DEFAULT_
         unit_type_sight_ranges=jnp.full((N_UNIT_TYPES,), sight_range, jnp.float32),
     )
     # SMAX.reset calls `self.unit_type_generator.generate(key)` when smacv2 unit generation is on.
-    env._env.unit_type_generator = RaceUnitTypeDistribution(n_units, n_units,
+    env._env.unit_type_generator = RaceUnitTypeDistribution(n_units, n_enemies,
                                                             RACE_UNIT_WEIGHTS[race])
     adapter = SMAXRaceAdapter(
         env, name=f"smax_{map_name}", discrete=action_type == "discrete", max_steps=max_steps,
@@ -215,12 +246,13 @@ def make_smax_race(race: str, *, n_units: int = 5, sight_range: float = DEFAULT_
     return adapter
 
 
-def _race_factory(race: str):
+def _race_factory(race: str, n_units: int = 5, n_enemies: int = 5):
     def factory(*, sight_range=DEFAULT_SIGHT_RANGE, action_type="discrete", max_steps=100,
                 enemy_shoots=True, attack_mode="closest", observation_type="unit_list",
                 see_enemy_actions=True, walls_cause_death=True, won_battle_bonus=1.0,
                 world_steps_per_env_step=8):
-        return make_smax_race(race, n_units=5, sight_range=sight_range, action_type=action_type,
+        return make_smax_race(race, n_units=n_units, n_enemies=n_enemies,
+                              sight_range=sight_range, action_type=action_type,
                               max_steps=max_steps, enemy_shoots=enemy_shoots,
                               attack_mode=attack_mode, observation_type=observation_type,
                               see_enemy_actions=see_enemy_actions,
@@ -228,11 +260,49 @@ def _race_factory(race: str):
                               won_battle_bonus=won_battle_bonus,
                               world_steps_per_env_step=world_steps_per_env_step)
 
-    factory.__name__ = f"smax_{race}_5v5"
-    factory.__doc__ = (f"SMACv2-style {race} 5v5 on SMAX (see jaxdiff.envs.smax_tasks); "
-                       f"`sight_range` overrides every unit type's sight range.")
+    factory.__name__ = f"smax_{race}_{n_units}v{n_enemies}"
+    factory.__doc__ = (f"SMACv2-style {race} {n_units}v{n_enemies} on SMAX (see "
+                       f"jaxdiff.envs.smax_tasks); `sight_range` overrides every unit type's "
+                       f"sight range.")
     return factory
 
 
+# Team sizes: SMACv2's 5 vs 5 and the 10 vs 10 / 10 vs 11 of HAQO's Table 4.
+RACE_TEAM_SIZES = ((5, 5), (10, 10), (10, 11))
 for _race in RACES:
-    register(f"smax_{_race}_5v5", _race_factory(_race))
+    for _n, _m in RACE_TEAM_SIZES:
+        register(f"smax_{_race}_{_n}v{_m}", _race_factory(_race, _n, _m))
+
+
+# SMAC maps SMAX lacks: name -> (SMAX unit type of every unit, n_allies, n_enemies).
+SMAC_EXTRA_MAPS = {"8m_vs_9m": (0, 8, 9)}  # type 0 = marine
+
+
+def _register_smac_scenario(map_name: str) -> None:
+    """Make `map_name` known to JaxMARL's `map_name_to_scenario` (once)."""
+    import_jaxmarl()
+    from jaxmarl.environments.smax import Scenario, register_scenario
+    from jaxmarl.environments.smax.smax_env import MAP_NAME_TO_SCENARIO
+
+    if map_name not in MAP_NAME_TO_SCENARIO:
+        unit_type, n_allies, n_enemies = SMAC_EXTRA_MAPS[map_name]
+        register_scenario(map_name, Scenario(
+            jnp.full((n_allies + n_enemies,), unit_type, jnp.uint8), n_allies, n_enemies,
+            False, False))
+
+
+def _smac_map_factory(map_name: str):
+    """`jaxdiff.envs.jaxmarl`'s SMAX factory for `map_name` (same options, same adapter), which
+    first registers the map's scenario with JaxMARL."""
+    build = _smax_factory(map_name)
+
+    @functools.wraps(build)  # keeps its signature: `make` validates the options against it
+    def factory(**options):
+        _register_smac_scenario(map_name)
+        return build(**options)
+
+    return factory
+
+
+for _map in SMAC_EXTRA_MAPS:
+    register(f"smax_{_map}", _smac_map_factory(_map))

@@ -51,6 +51,12 @@ class Wrapper(Env):
             raise AttributeError(name)
         return getattr(self.env, name)
 
+    @property
+    def reports_final(self) -> bool:
+        # Only a wrapper that implements `step_final` itself passes the capability on: the
+        # inherited `Env.step_final` raises instead of skipping this wrapper's bookkeeping.
+        return type(self).step_final is not Env.step_final and self.env.reports_final
+
     def global_state(self, state):
         return self.env.global_state(state.env_state)
 
@@ -66,7 +72,12 @@ class EpisodeStats(Wrapper):
         return obs, EpisodeStatsState(env_state, zero_f, zero_i, zero_f, zero_i)
 
     def step(self, key, state: EpisodeStatsState, actions):
-        obs, env_state, reward, done, info = self.env.step(key, state.env_state, actions)
+        return self._account(state, *self.env.step(key, state.env_state, actions))
+
+    def step_final(self, key, state: EpisodeStatsState, actions):
+        return self._account(state, *self.env.step_final(key, state.env_state, actions))
+
+    def _account(self, state: EpisodeStatsState, obs, env_state, reward, done, info):
         team_reward = self.spec.team_reward(reward)
         ret = state.running_return + team_reward.astype(jnp.float32)
         length = state.running_length + 1
@@ -78,11 +89,12 @@ class EpisodeStats(Wrapper):
             last_return=jnp.where(ended, ret, state.last_return),
             last_length=jnp.where(ended, length, state.last_length),
         )
-        info = {
+        out = {
             "returned_episode": ended,
             "episode_return": new_state.last_return,
             "episode_length": new_state.last_length,
             "won": jnp.where(ended, info["won"], 0.0).astype(jnp.float32),
             "terminated": ended & info["terminated"],
         }
-        return obs, new_state, reward, done, info
+        out.update({k: info[k] for k in ("final_obs", "final_state") if k in info})
+        return obs, new_state, reward, done, out

@@ -222,6 +222,160 @@ class DiffusionActor:
         a0 = self.reverse(eps_fn, key, (flat.shape[0], n, self.act_dim))
         return a0.reshape(lead + (n, self.act_dim))
 
+    # -----------------------------------------------------------------------------------------
+    # Reverse chains as data: HAQO's trust region (chain KL, spec-haqo §3.7.3) and its optional
+    # chain-ratio PPO clip (§3.7.5). The diffusion policy has no tractable log-density of its
+    # action, but each reverse transition is Gaussian (the x0 clip only enters the mean), so
+    # divergences between two actors' whole chains are exact and cheap.
+
+    def _flat_cond(self, cond, who: str):
+        cond = jnp.asarray(cond)
+        if cond.ndim < 2:
+            raise ValueError(f"DiffusionActor.{who}: cond must be [..., n_agents, cond_dim], got "
+                             f"shape {cond.shape}; add the agent axis (n_agents=1 is fine).")
+        lead, (n, c) = cond.shape[:-2], cond.shape[-2:]
+        return cond.reshape((math.prod(lead), n, c)), lead
+
+    def _flat_mask(self, mask, lead, n, who: str):
+        """mask broadcastable to [..., n, A] -> [M, n, A] (or None)."""
+        if mask is None:
+            return None
+        full = lead + (n, self.act_dim)
+        mask = jnp.asarray(mask, jnp.float32)
+        try:
+            mask = jnp.broadcast_to(mask, full)
+        except ValueError:
+            raise ValueError(f"DiffusionActor.{who}: mask {mask.shape} must broadcast against "
+                             f"the actions {full} (e.g. [A] or [n, A]; 1 = real dim, 0 = "
+                             "padded).") from None
+        return mask.reshape((math.prod(lead), n, self.act_dim))
+
+    def chain_variances(self):
+        """sigma~_t^2 of the chain KL and ratio, [H] in the order the sampler visits t = H..1:
+        the actor's own step variance (`step`), with the noiseless last step (t = 1) floored at
+        the next one's (beta-tilde_2 for the posterior step, spec §3.7.3; beta_1 when H = 1,
+        where there is no next step)."""
+        s = self.diffusion_schedule()
+        var = {"posterior": s.posterior_variance, "ho": s.betas,
+               "paper": s.betas / s.alphas}[self.step]
+        floor = var[1] if self.steps >= 2 else s.betas[0]
+        return var.at[0].set(floor)[::-1]
+
+    def _reverse_mean(self, params, x, c, cond):
+        """mu(x_t, t) of the reverse step `sample` takes: x [M, n, A], c one step's entry of
+        `_reverse_coefficients` (t, rx, re, c0, ct), cond [M, n, C]."""
+        x0 = c["rx"] * x - c["re"] * self.eps(params, x, c["t"], cond)
+        if self.clip_x0 is not None:
+            x0 = jnp.clip(x0, -self.clip_x0, self.clip_x0)
+        return c["c0"] * x0 + c["ct"] * x
+
+    def _chain_draws(self, key, shape, last_step_noise: bool):
+        """x_H, the per-step noise [H, *shape] (split as `sample` splits its key, so the same
+        key gives the same chain) and the per-step std [H] (last step: 0, or the floor)."""
+        keys = jax.random.split(key, self.steps + 1)
+        x_init = jax.random.normal(keys[0], shape)
+        noise = jax.vmap(lambda k: jax.random.normal(k, shape))(keys[1:])
+        coef = _reverse_coefficients(self)
+        std = coef["std"]
+        if last_step_noise:
+            std = std.at[-1].set(jnp.sqrt(self.chain_variances()[-1]))
+        return x_init, noise, std, coef
+
+    def sample_chain(self, params, cond, key, *, last_step_noise: bool = False):
+        """a_0 ~ pi(. | cond) as `sample` draws it (same key, same chain up to float rounding),
+        plus the chain: cond [..., n, C] -> (a0 [..., n, A], chain) with chain
+          "x_t"     [H, ..., n, A]  the state entering each reverse step (x_H first),
+          "x_prev"  [H, ..., n, A]  the state it produced (the last one is x_0 before the box
+                                    projection),
+          "noise"   [H, ..., n, A]  the N(0, I) draws, "std" [H] their scales, "t" [H] the steps.
+        last_step_noise adds N(0, sigma~_1^2) noise at the last step (sigma~_1 from
+        `chain_variances`), which `chain_log_ratio` needs (a noiseless step has no density); it
+        changes the policy slightly, so use it for the behaviour chains of the ppo_clip mode
+        only."""
+        flat, lead = self._flat_cond(cond, "sample_chain")
+        M, n, _ = flat.shape
+        x_init, noise, std, coef = self._chain_draws(key, (M, n, self.act_dim), last_step_noise)
+        steps = {k: coef[k] for k in ("t", "rx", "re", "c0", "ct")}
+
+        def step(x, xs):
+            c, z, sd = xs
+            x_prev = self._reverse_mean(params, x, c, flat) + sd * z
+            return x_prev, (x, x_prev)
+
+        x0, (x_t, x_prev) = jax.lax.scan(step, x_init, (steps, noise, std), unroll=self.unroll)
+        out = lambda v: v.reshape((self.steps,) + lead + (n, self.act_dim))   # noqa: E731
+        chain = {"x_t": out(x_t), "x_prev": out(x_prev), "noise": out(noise), "std": std,
+                 "t": coef["t"]}
+        return jnp.clip(x0, -1.0, 1.0).reshape(lead + (n, self.act_dim)), chain
+
+    def chain_kl(self, params_old, params_new, cond, key, *, mask=None):
+        """KL between the reverse chains of two parameter sets, per agent (spec §3.7.3):
+
+            KL_chain(old || new; o) = E_{x_H..x_1 ~ p_old} sum_t ||mu_old(x_t) - mu_new(x_t)||^2 / (2 sigma~_t^2)
+
+        one chain per leading index of cond [..., n, C] -> [..., n], drawn from params_old with
+        `key` exactly as `sample_chain(params_old, cond, key)` draws it, so one key gives the
+        same chains for every params_new (common random numbers for a line search over step
+        scales). sigma~_t^2 from `chain_variances`. It is the exact KL between the two Gaussian
+        chains: 0 at params_new = params_old, >= 0, and (with the last step noised) an upper
+        bound on the KL of the action marginals. The chain states are data (stop_gradient), so
+        its gradient w.r.t. params_new is that of a penalty on fixed states. mask
+        (broadcastable to [..., n, A]) drops padded action dims."""
+        flat, lead = self._flat_cond(cond, "chain_kl")
+        M, n, _ = flat.shape
+        mask = self._flat_mask(mask, lead, n, "chain_kl")
+        x_init, noise, std, coef = self._chain_draws(key, (M, n, self.act_dim), False)
+        steps = {k: coef[k] for k in ("t", "rx", "re", "c0", "ct")}
+
+        def step(x, xs):
+            c, z, sd, var = xs
+            x = jax.lax.stop_gradient(x)
+            mu_old = self._reverse_mean(params_old, x, c, flat)
+            diff = (mu_old - self._reverse_mean(params_new, x, c, flat)) ** 2
+            if mask is not None:
+                diff = diff * mask
+            return mu_old + sd * z, jnp.sum(diff, -1) / (2.0 * var)
+
+        _, kl = jax.lax.scan(step, x_init, (steps, noise, std, self.chain_variances()),
+                             unroll=self.unroll)
+        return jnp.sum(kl, axis=0).reshape(lead + (n,))
+
+    def chain_log_ratio(self, params_new, params_old, chain, cond, *, mask=None):
+        """log p_new(chain) - log p_old(chain) of a stored reverse chain (spec §3.7.5):
+        sum_t log N(x_{t-1}; mu_new(x_t), sigma~_t^2 I) - log N(x_{t-1}; mu_old(x_t), sigma~_t^2 I),
+        -> [..., n] for cond [..., n, C] and a chain from `sample_chain(params_old, cond, key,
+        last_step_noise=True)` (without last-step noise its last transition has no density and
+        the ratio is not the sampler's). 0 at params_new = params_old; exp of it is the
+        PPO ratio for `losses.ppo_clip_loss`. Differentiable w.r.t. params_new; the chain is
+        data. mask (broadcastable to [..., n, A]) drops padded action dims."""
+        flat, lead = self._flat_cond(cond, "chain_log_ratio")
+        M, n, _ = flat.shape
+        expected = (self.steps,) + lead + (n, self.act_dim)
+        if chain["x_t"].shape != expected or chain["x_prev"].shape != expected:
+            raise ValueError(
+                f"DiffusionActor.chain_log_ratio: chain x_t {chain['x_t'].shape} and x_prev "
+                f"{chain['x_prev'].shape} must be [H, ..., n, A] = {expected} for cond "
+                f"{lead + (n, flat.shape[-1])}; pass the chain sample_chain returned for it.")
+        mask = self._flat_mask(mask, lead, n, "chain_log_ratio")
+        coef = _reverse_coefficients(self)
+        steps = {k: coef[k] for k in ("t", "rx", "re", "c0", "ct")}
+        x_t, x_prev = (jax.lax.stop_gradient(chain[k]).reshape((self.steps, M, n, self.act_dim))
+                       for k in ("x_t", "x_prev"))
+
+        def sq(v):
+            v = v**2 if mask is None else v**2 * mask
+            return jnp.sum(v, -1)
+
+        def step(carry, xs):
+            c, x, xp, var = xs
+            mu_new = self._reverse_mean(params_new, x, c, flat)
+            mu_old = self._reverse_mean(params_old, x, c, flat)
+            return carry + (sq(xp - mu_old) - sq(xp - mu_new)) / (2.0 * var), None
+
+        total, _ = jax.lax.scan(step, jnp.zeros((M, n)),
+                                (steps, x_t, x_prev, self.chain_variances()), unroll=self.unroll)
+        return total.reshape(lead + (n,))
+
     @staticmethod
     def log_prob_free_stats(actions) -> dict:
         """Spread of sampled actions, the diffusion policy's stand-in for an entropy (it has no

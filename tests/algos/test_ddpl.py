@@ -238,7 +238,7 @@ class HorizonEnv(Env):
     steps, by termination or by the time limit; reports the pre-reset obs/state when asked."""
 
     def __init__(self, T=3, terminate=False, report=True):
-        self.T, self.terminate, self.report = T, terminate, report
+        self.T, self.terminate, self.reports_final = T, terminate, report
         self.spec = EnvSpec(name="horizon", n_agents=2, obs_dim=1, obs_sizes=(1, 1),
                             discrete=False, act_dim=1, act_sizes=(1, 1), action_low=-1.0,
                             action_high=1.0, state_dim=1, max_steps=T, shared_reward=True,
@@ -250,16 +250,20 @@ class HorizonEnv(Env):
     def reset(self, key):
         return self._obs(0), jnp.zeros((), jnp.int32)
 
-    def step(self, key, state, actions):
+    def step(self, key, state, actions, final=False):
         t = state + 1
         ended = t >= self.T
         info = dict(terminated=ended & self.terminate, won=jnp.zeros(()),
                     returned_episode=ended, episode_return=jnp.zeros(()),
                     episode_length=jnp.zeros((), jnp.int32))
-        if self.report:
+        if final:
             info.update(final_obs=self._obs(t), final_state=t.astype(jnp.float32)[None])
         new = jnp.where(ended, 0, t)
         return (self._obs(new), new, jnp.ones((2,)), jnp.broadcast_to(ended, (2,)), info)
+
+    def step_final(self, key, state, actions):
+        assert self.reports_final, "DDPL called step_final on an env that does not offer it"
+        return self.step(key, state, actions, final=True)
 
     def global_state(self, state):
         return state.astype(jnp.float32)[None]

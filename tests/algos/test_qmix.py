@@ -221,6 +221,8 @@ def test_step_bookkeeping_on_mpe(tmp_path):
     config = base.make_config(qmix.Config, dict(TINY, num_steps=13, updates_per_iter=1,
                                                 target_update_interval=2))
     state = jax.jit(lambda k: qmix.init(k, env, config))(jax.random.PRNGKey(0))
+    # committed to the device as a restored checkpoint is, so one compile serves both
+    state = jax.device_put(state, jax.devices()[0])
     step = jax.jit(qmix.step(env, config))
     leaves = jax.tree.leaves
 

@@ -13,7 +13,9 @@ from jaxdiff.diffusion import cosine_schedule, ve_schedule
 
 expected = {"denoising_loss_eps", "denoising_loss_x0", "denoising_errors_eps",
             "denoising_errors_x0", "weighted_mean", "weighted_sq_error_loss",
-            "per_sample_sq_error", "issm", "importance_weights", "paper_time_weights"}
+            "per_sample_sq_error", "issm", "importance_weights", "paper_time_weights",
+            "qv_weights", "qv_weighted", "diffusion_entropy", "dispersion_ratio", "adaptive_alpha",
+            "ppo_clip_loss", "line_search"}
 missing = expected - set(losses.__all__)
 assert not missing, missing
 

@@ -88,7 +88,7 @@ def test_parity_with_jaxmarl_and_auto_reset():
             state, jm_state = carry
             ka, ks = jax.random.split(k)
             actions = jax.random.uniform(ka, (3, 1), minval=-1.0, maxval=1.0)
-            obs, state, rew, done, info = env.step(ks, state, actions)
+            obs, state, rew, done, info = env.step_final(ks, state, actions)
             jm_obs, jm_state, jm_rew, jm_done, _ = jm.step(
                 ks, jm_state, {a: actions[i] for i, a in enumerate(agents)})
             out = (obs, rew, done, info, env.global_state(state),
@@ -113,6 +113,11 @@ def test_parity_with_jaxmarl_and_auto_reset():
     np.testing.assert_array_equal(done[:, 0], jm_done)
     ended = np.flatnonzero(info["returned_episode"])
     assert len(ended) >= 1
+    # step_final's s': the returned obs/state except where an episode ended (then pre-reset)
+    live = ~np.asarray(info["returned_episode"])
+    np.testing.assert_allclose(info["final_obs"][live], obs[live], atol=1e-6)
+    np.testing.assert_allclose(info["final_state"][live], gs[live], atol=1e-6)
+    assert not np.allclose(info["final_state"][ended], gs[ended])
     for e in ended:
         truncated = info["episode_length"][e] == T
         assert bool(info["terminated"][e]) != bool(truncated)

@@ -201,3 +201,46 @@ def test_max_steps_option():
         if info["returned_episode"]:
             lengths.append(int(info["episode_length"]))
     assert lengths == [4, 4]
+
+
+def test_step_final_reports_the_pre_reset_state_and_changes_nothing_else():
+    """`step_final` (true s' for off-policy learners) returns exactly `step`'s outputs, plus the
+    observation and global state the episode reached before the auto-reset: recomputed here
+    from JaxMARL's own non-resetting `step_env`. A wrapper without its own `step_final` does
+    not claim the capability (its bookkeeping would be skipped)."""
+    from jaxdiff.envs.wrappers import Wrapper
+
+    T = 3
+    env = envs.make("mpe_simple_reference", action_type="continuous", max_steps=T)
+    assert env.reports_final and not Wrapper(env).reports_final
+    jm = env.unwrapped.jaxmarl_env
+    key = jax.random.PRNGKey(3)
+    _, state = env.reset(key)
+
+    def body(state, k):
+        ka, ks = jax.random.split(k)
+        actions = random_actions(ka, env, state)
+        out_final = env.step_final(ks, state, actions)
+        out = env.step(ks, state, actions)
+        # independent: JaxMARL's step without reset, observed
+        _, jm_state, _, _, _ = jm.step_env(jax.random.split(ks)[0], state.env_state,
+                                           to_jaxmarl_actions(env, actions))
+        jm_obs = jnp.stack([jm.get_obs(jm_state)[a] for a in jm.agents])
+        return out_final[1], (out_final, out, jm_obs, env.global_state(out[1]))
+
+    _, (fin, plain, jm_obs, gs) = jax.jit(lambda s: jax.lax.scan(
+        body, s, jax.random.split(key, 2 * T)))(state)
+    info_f = fin[4]
+    # same arithmetic; XLA may fuse the two programs differently (last-bit differences)
+    chex.assert_trees_all_close(fin[:4], plain[:4], rtol=1e-6, atol=1e-6)
+    chex.assert_trees_all_close({k: v for k, v in info_f.items() if not k.startswith("final")},
+                                plain[4], rtol=1e-6, atol=1e-6)
+    ended = np.asarray(info_f["returned_episode"])
+    np.testing.assert_array_equal(np.flatnonzero(ended), [T - 1, 2 * T - 1])
+    pad = jm_obs.shape[-1]
+    np.testing.assert_allclose(info_f["final_obs"][..., :pad], jm_obs, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(info_f["final_state"], info_f["final_obs"].reshape(2 * T, -1))
+    # no episode ended: s' is the returned obs; one ended: the returned obs is a fresh episode's
+    np.testing.assert_allclose(info_f["final_obs"][~ended], fin[0][~ended], atol=1e-6)
+    np.testing.assert_allclose(info_f["final_state"][~ended], gs[~ended], atol=1e-6)
+    assert not np.allclose(info_f["final_obs"][ended], fin[0][ended])

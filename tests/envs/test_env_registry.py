@@ -30,7 +30,7 @@ REQUIRED = [
 
 # Families whose every name is cheap to build and step on 2 CPU cores; SMAX and MABrax (seconds
 # to tens of seconds per map) are represented by one name each, MABrax only under `-m slow`.
-CHEAP_PREFIXES = ("mpe_", "sensor_", "coordination_game", "ddpl_toy_")
+CHEAP_PREFIXES = ("mpe_", "sensor_", "coordination_game", "ddpl_toy_", "haqo_")
 HEAVY = [pytest.param("smax_3m", {}, id="smax_3m"),
          pytest.param("mabrax_hopper_3x1", {}, id="mabrax_hopper_3x1", marks=pytest.mark.slow)]
 
