@@ -22,7 +22,7 @@ train: install
 	$(VENV)/bin/jaxdiff train $(ARGS)
 
 test: install
-	$(PY) -m pytest -q -n 2 -m "not slow" $(ARGS)
+	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slow" $(ARGS)
 
 test-slow: install
 	$(PY) -m pytest -q -m slow $(ARGS)

@@ -136,7 +136,7 @@ def test_discrete_game_trains_and_acts_with_available_actions():
 
 
 # ----------------------------------------------------------------------------- F15, F24
-@pytest.mark.parametrize("sequential", [True, False])
+@pytest.mark.parametrize("sequential", [True, pytest.param(False, marks=pytest.mark.slow)])
 def test_contexts_come_from_predecessors_new_and_successors_old_actors(mpe_run, sequential):
     """Run the real per-agent update for agents in order (1, 0, 2) and record, for each agent,
     the actor stack its contexts were sampled from: sequential -> agents already updated in this
