@@ -94,9 +94,18 @@ def _load_eager(ds, history: int, max_rows: int, eval_samples: int):
 
 
 def _check_env(meta: dict, env) -> None:
-    if meta["env"] != env.spec.name:
-        raise ConfigError(f"The dataset was collected on env `{meta['env']}`, not "
-                          f"`{env.spec.name}`; pass `env={meta['env']}`.")
+    """The dataset's env is the run's: by registry name or by spec name, so an alias
+    (`sensor_2x2` for `sensor_2x2_co`, `mabrax_humanoid_9_8`) matches its canonical env."""
+    collected = meta.get("env_spec_name")
+    if collected is None:          # datasets written before the spec name was recorded
+        from jaxdiff import envs
+        try:
+            collected = envs.make(meta["env"], **meta.get("env_kwargs", {})).spec.name
+        except (ValueError, TypeError):
+            collected = meta["env"]
+    if env.spec.name not in (meta["env"], collected):
+        raise ConfigError(f"The dataset was collected on env `{meta['env']}` (spec "
+                          f"`{collected}`), not `{env.spec.name}`; pass `env={meta['env']}`.")
 
 
 def _model(config, state_dim: int) -> Denoiser:

@@ -222,7 +222,7 @@ def collect(env, policy: Policy, out: str, *, samples: int = 100_000, test_sampl
              (("train", samples), ("test", test_samples))}
     meta = dict(
         format=ds_lib.FORMAT, version=ds_lib.VERSION, complete=False,
-        env=env_name or spec.name, env_kwargs=dict(env_kwargs or {}),
+        env=env_name or spec.name, env_spec_name=spec.name, env_kwargs=dict(env_kwargs or {}),
         n_agents=spec.n_agents, obs_dim=spec.obs_dim, n_actions=hspec.n_actions,
         discrete=spec.discrete, state_dim=state_dim, state_normalised=normalised,
         state_bounds=[0.0, 1.0] if normalised else None,

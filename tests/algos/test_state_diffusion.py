@@ -54,3 +54,17 @@ def test_refuses_missing_dataset_and_wrong_env(dataset, tmp_path):
     with pytest.raises(ConfigError, match="collected on env"):
         runner.train(spec, str(tmp_path / "r2"), progress=False)
     assert not os.path.exists(tmp_path / "r2" / "checkpoints" / "1")
+
+
+def test_an_alias_dataset_matches_its_canonical_env():
+    """A dataset collected under an alias (`sensor_2x2` makes `sensor_2x2_co`) trains on that
+    env under either name, whether the dataset recorded the spec name or (older datasets) only
+    the registry name; another env is still refused, naming both."""
+    from jaxdiff.algos import state_diffusion as sd
+    env = envs_lib.make("sensor_2x2")
+    assert env.spec.name == "sensor_2x2_co"
+    sd._check_env(dict(env="sensor_2x2", env_spec_name="sensor_2x2_co"), env)
+    sd._check_env(dict(env="sensor_2x2", env_kwargs={}), env)            # no spec name stored
+    sd._check_env(dict(env="sensor_2x2_co", env_kwargs={}), envs_lib.make("sensor_2x2_co"))
+    with pytest.raises(ConfigError, match="sensor_2x2_nonco.*not `sensor_2x2_co`"):
+        sd._check_env(dict(env="sensor_2x2_nonco", env_kwargs={}), env)
