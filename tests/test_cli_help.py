@@ -361,11 +361,15 @@ err = sys.stderr
 from jaxdiff import envs
 envs.make("mpe_simple_spread")
 assert sys.stderr is err, "the jaxmarl import replaced sys.stderr"
+# JaxMARL's package __init__ (every env it ships) has not run: only MPE was imported ...
+assert not any(m.startswith(("jaxmarl.environments.storm", "jaxmarl.environments.hanabi",
+                             "jaxmarl.registration")) for m in sys.modules), "full jaxmarl import"
+# (that the rest of JaxMARL still loads on first use: tests/envs/test_jaxmarl_import.py)
 print("end")
 """
 
 
-def test_import_has_no_side_effects_and_jaxmarl_is_quiet():
+def test_import_has_no_side_effects_and_jaxmarl_is_quiet_and_lazy():
     env = {k: v for k, v in os.environ.items()
            if k != "XLA_FLAGS" and not k.startswith("JAXDIFF_")}
     out = subprocess.run([sys.executable, "-c", _IMPORT_PROBE], env=env, cwd=ROOT,

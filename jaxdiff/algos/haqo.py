@@ -27,6 +27,22 @@ Discrete actions (SMAX, discrete MPE): "analog one-hot" (spec §3.7.1): the acto
 x in [-1, 1]^{|A|}, an action decodes as the available argmax, the training target of a sampled
 candidate is 2 onehot(a) - 1 and the critic sees onehot(a).
 
+Gaussian ablation (`actor=gaussian`, spec §7 F23, §9's "weighted-MLE Gaussian"): the same
+pipeline (critic, buffer, best-of-K_b behaviour, K_p candidates, QV weights, sequential scan, line
+search) with `jaxdiff.nets.gaussian_actor.GaussianActor` per agent: an MLP on o^i giving a latent
+mean and a state-dependent clipped log-std, actions tanh-squashed into the box. Its fit to the
+weighted candidates is weighted maximum likelihood, mean_{b,k} w~ (-log pi(x0 | o)) with the same
+normalised weights w~ as J^QV (the exact change-of-variables density of the squashed sample; the
+minimiser is the weighted mean and std of the latents). Its entropy term is the closed-form
+cross-entropy of the uniform box action under the policy, E_{u~U} -log pi(u | o): the diffusion
+J^ent is a denoising loss on the same uniform actions, i.e. a bound on that same cross-entropy,
+so alpha weighs "fit the uniform" against "fit the weighted candidates" in both actors (and
+q_scaled / adaptive alpha apply unchanged). Its trust-region measure is the analytic
+KL(pi_old || pi_new) of the latent Gaussians (exact for the squashed ones) averaged over the
+`kl_states` states; the line search is unchanged. Discrete envs work as for diffusion: samples in
+(-1, 1)^{|A|} decode by the available argmax and the fit targets 2 onehot(a) - 1 are pulled inside
+the box to +-0.999 before atanh. `act(deterministic=True)` returns tanh(mean).
+
 Layouts: batch axis first, then candidates, then the agent axis: [B, K, n, A].
 """
 from __future__ import annotations
@@ -43,9 +59,11 @@ from jaxdiff.algos import offpolicy, sequential
 from jaxdiff.algos.base import Algorithm, ConfigError, EpisodeSums, dynamic, register, static
 from jaxdiff.nets.critics import QNet, apply_twin, init_twin, joint_input
 from jaxdiff.nets.diffusion_actor import DiffusionActor, to_box
+from jaxdiff.nets.gaussian_actor import GaussianActor
 from jaxdiff.nets.mlp import ACTIVATIONS
 
 DRIFTS = ("linesearch", "kl_penalty", "none")
+ACTORS = ("diffusion", "gaussian")
 
 
 # ----------------------------------------------------------------------------- config
@@ -83,6 +101,10 @@ class Config:
                                  "QV weights ([QVPO]), or Eq. 142's dispersion rule")
     sequential: bool = static(True, doc="[PAPER] sequential per-agent updates in a random order "
                                         "(false: every agent against the pre-round snapshot)")
+    actor: str = static("diffusion", choices=ACTORS,
+                        doc="[PAPER] diffusion, or the Gaussian ablation (tanh-squashed, weighted "
+                            "MLE fit, uniform cross-entropy as J^ent, analytic KL trust region; "
+                            "steps/schedule/time_features unused)")
     actor_lr: float = dynamic(1e-4, lo=0.0, doc="[QVPO] Adam lr of the denoisers")
     critic_lr: float = dynamic(3e-4, lo=0.0, doc="[QVPO] Adam lr of the critic")
     max_grad_norm: float = dynamic(2.0, lo=0.0, doc="[QVPO] global-norm gradient clip")
@@ -108,7 +130,7 @@ class Config:
 
 # ----------------------------------------------------------------------------- parts
 class _Parts(struct.PyTreeNode):
-    actor: DiffusionActor = struct.field(pytree_node=False)
+    actor: Any = struct.field(pytree_node=False)        # DiffusionActor | GaussianActor
     critic: QNet = struct.field(pytree_node=False)
     buffer: Any = struct.field(pytree_node=False)
     actor_sampler: Any = struct.field(pytree_node=False)  # same storage, B_a-state samples
@@ -124,9 +146,14 @@ class _Parts(struct.PyTreeNode):
 def _parts(env, config) -> _Parts:
     spec = env.spec
     box = lambda b: np.broadcast_to(np.asarray(b, np.float32), (spec.act_dim,))
-    actor = DiffusionActor(act_dim=spec.act_dim, steps=config.steps, schedule=config.schedule,
-                           step="posterior", hidden=config.hidden, layers=config.layers,
-                           activation=config.activation, time_features=config.time_features)
+    if config.actor == "gaussian":
+        actor = GaussianActor(act_dim=spec.act_dim, hidden=config.hidden, layers=config.layers,
+                              activation=config.activation)
+    else:
+        actor = DiffusionActor(act_dim=spec.act_dim, steps=config.steps,
+                               schedule=config.schedule, step="posterior", hidden=config.hidden,
+                               layers=config.layers, activation=config.activation,
+                               time_features=config.time_features)
     buffer = offpolicy.item_buffer(buffer_size=config.buffer_size,
                                    batch_size=config.batch_size)
     actor_sampler = offpolicy.item_buffer(buffer_size=config.buffer_size,
@@ -201,6 +228,34 @@ def one_agent(params_i):
     return jax.tree.map(lambda x: x[None], params_i)
 
 
+def actor_kl(p: _Parts, params_old, params_new, obs, key, dim_mask):
+    """One agent's KL(pi_old || pi_new) per state: obs [M, O] -> [M, 1]. Diffusion: the chain KL
+    on one old-policy chain per state (spec §3.7.3, `key` fixes the chains); Gaussian: the
+    analytic KL over the real action dims `dim_mask` [A]."""
+    if isinstance(p.actor, GaussianActor):
+        return p.actor.kl(one_agent(params_old), one_agent(params_new), obs[:, None],
+                          mask=dim_mask)
+    return p.actor.chain_kl(one_agent(params_old), one_agent(params_new), obs[:, None], key)
+
+
+def gaussian_fit_losses(p: _Parts, params_i, x0, obs, w, mask, ent_weights=None):
+    """The Gaussian ablation's two loss terms for one agent (the counterparts of J^QV and J^ent):
+    weighted MLE of the candidates, mean_{b,k} w~_bk (-log pi(x0_bk | o_b)) with w~ = w / (mean w
+    + 1e-8) as in `losses.qv_weighted`, and the uniform cross-entropy mean_b E_u -log pi(u | o_b)
+    (per-state `ent_weights` [B] for alpha_mode=q_scaled). x0 [B, K, A], obs [B, O], w [B, K],
+    mask [A] (real action dims). -> (fit, ent, aux) with qv_weighted's aux keys."""
+    mean, log_std = p.actor.dist(one_agent(params_i), obs[:, None])                # [B, 1, A]
+    mean, log_std = mean[:, 0], log_std[:, 0]
+    x0, w = jax.lax.stop_gradient(x0), jax.lax.stop_gradient(w)
+    nll = p.actor.nll(mean[:, None], log_std[:, None], x0, mask)                    # [B, K]
+    mean_w = jnp.mean(w)
+    fit = jnp.mean(w / (mean_w + 1e-8) * nll)
+    ce = p.actor.uniform_cross_entropy(mean, log_std, mask)                         # [B]
+    ent = jnp.mean(ce if ent_weights is None else jax.lax.stop_gradient(ent_weights) * ce)
+    aux = {"frac_nonzero_weights": jnp.mean((w > 0).astype(nll.dtype)), "mean_weight": mean_w}
+    return fit, ent, aux
+
+
 # ----------------------------------------------------------------------------- state
 @struct.dataclass
 class State:
@@ -247,9 +302,13 @@ def env_steps_per_iter(config, env):
 
 def act(config, env, state: State, obs, carry, mask, key, *, deterministic: bool):
     """Decentralised execution: one sample from each agent's own actor given its observation
-    (no critic; a diffusion policy has no mode, so `deterministic` samples too)."""
+    (no critic; a diffusion policy has no mode, so `deterministic` samples too; the Gaussian
+    ablation's deterministic action is tanh(mean))."""
     p = _parts(env, config)
-    x = p.actor.sample(state.actor, obs, key) * jnp.asarray(p.dim_mask)
+    if deterministic and config.actor == "gaussian":
+        x = p.actor.mode(state.actor, obs) * jnp.asarray(p.dim_mask)
+    else:
+        x = p.actor.sample(state.actor, obs, key) * jnp.asarray(p.dim_mask)
     return decode(p, x, mask), carry
 
 
@@ -335,24 +394,28 @@ def make_agent_update(env, config):
     carry = dict(stack: the actors the contexts are sampled from, alpha [n])."""
     p = _parts(env, config)
     opt = optim.adam()
-    sched = p.actor.diffusion_schedule()
-    net = p.actor.net()
+    gaussian = config.actor == "gaussian"
+    sched = None if gaussian else p.actor.diffusion_schedule()
+    net = None if gaussian else p.actor.net()
     K, B, Ba = config.k_train, config.batch_size, config.actor_states
 
     def losses_i(params_i, mb, alpha_i, hp, key):
-        k_qv, k_ent = jax.random.split(key)
-        eps_fn = lambda x_t, t, c: net.apply(params_i, x_t, t, c)
         mask_i = mb["dim_mask"]
-        l_qv, aux = losses.qv_weighted(eps_fn, sched, k_qv, mb["x0"], mb["obs"], mb["w"],
-                                   mask=mask_i)
         ent_w = mb["ent_w"] if config.alpha_mode == "q_scaled" else None
-        l_ent = losses.diffusion_entropy(eps_fn, sched, k_ent, mb["obs"],
-                                         n_samples=config.n_entropy, d=p.act_dim, mask=mask_i,
-                                         weights=ent_w)
+        if gaussian:
+            l_qv, l_ent, aux = gaussian_fit_losses(p, params_i, mb["x0"], mb["obs"], mb["w"],
+                                                   mask_i, ent_w)
+        else:
+            k_qv, k_ent = jax.random.split(key)
+            eps_fn = lambda x_t, t, c: net.apply(params_i, x_t, t, c)
+            l_qv, aux = losses.qv_weighted(eps_fn, sched, k_qv, mb["x0"], mb["obs"], mb["w"],
+                                           mask=mask_i)
+            l_ent = losses.diffusion_entropy(eps_fn, sched, k_ent, mb["obs"],
+                                             n_samples=config.n_entropy, d=p.act_dim,
+                                             mask=mask_i, weights=ent_w)
         total = l_qv + alpha_i * l_ent
         if config.drift == "kl_penalty":
-            kl = p.actor.chain_kl(one_agent(mb["old"]), one_agent(params_i),
-                                  mb["obs_kl"][:, None], mb["k_kl"])
+            kl = actor_kl(p, mb["old"], params_i, mb["obs_kl"], mb["k_kl"], mask_i)
             total = total + hp.beta_kl * kl.mean()
         return total, dict(qv_loss=l_qv, ent_loss=l_ent, **aux)
 
@@ -401,8 +464,8 @@ def make_agent_update(env, config):
 
             (new, opt_i), aux = jax.lax.scan(mb_step, (params_i, opt_i),
                                              (data, jax.random.split(k_mb, Ba // B)))
-            kl_fn = lambda prm: p.actor.chain_kl(one_agent(old), one_agent(prm),
-                                                 obs_kl[:, None], k_kl).mean()
+            kl_fn = lambda prm: actor_kl(p, old, prm, obs_kl, k_kl,
+                                         jnp.asarray(p.dim_mask)[i]).mean()
             if config.drift == "linesearch":
                 new, c_star, kl_raw, kl_real = losses.line_search(kl_fn, old, new, delta=hp.delta)
             else:

@@ -108,6 +108,37 @@ def put_agent(tree, i, sub):
     return jax.tree.map(lambda x, s: x.at[i].set(s), tree, sub)
 
 
+def conditional_advantages(q, probs, order):
+    """The sequential advantage decomposition of one state (paper 003 Lemma A.6, Eqs. 20-22),
+    tabular: the reference the sequential learners' sampled advantages estimate.
+
+    With the conditional value chain Q^(m)(a^{i_1:m}) = E_{a^{i_m+1:n} ~ pi} Q(a) (Q^(n) = Q,
+    Q^(0) = V), the increments Delta_m = Q^(m) - Q^(m-1) sum to A = Q - V for every order, and
+    E_{a^{i_m} ~ pi^{i_m}} Delta_m = 0: agent i_m's own zero-mean advantage given its
+    predecessors' actions, with its successors marginalised under their current policies.
+
+    q: [A] * n joint action values; probs: [n, A] per-agent policies (a smaller agent puts
+    zero mass on its padded actions); order: int32[n] permutation (may be traced).
+    Returns [n, A, ..., A]: Delta_m at position m - 1 as a function of the full joint action
+    (it is constant in the successors' actions).
+    """
+    n = probs.shape[0]
+    if q.ndim != n or any(s != probs.shape[1] for s in q.shape):
+        raise ValueError(f"conditional_advantages: q must be [A] * n = {[probs.shape[1]] * n} "
+                         f"for probs [n, A] = {list(probs.shape)}, got {list(q.shape)}")
+
+    def marginalise(t, j):   # E over agent j's action, kept broadcast along its axis
+        w = probs[j].reshape((1,) * j + (-1,) + (1,) * (n - 1 - j))
+        return jnp.broadcast_to((t * w).sum(j, keepdims=True), t.shape)
+
+    chain = [q]                                      # Q^(n), Q^(n-1), ..., Q^(0)
+    for m in range(n - 1, -1, -1):                   # marginalise agent i_{m+1} (0-based m)
+        options = jnp.stack([marginalise(chain[-1], j) for j in range(n)])
+        chain.append(options[order[m]])
+    chain = chain[::-1]                              # Q^(0), ..., Q^(n)
+    return jnp.stack([chain[m + 1] - chain[m] for m in range(n)])
+
+
 def agent_scan(body: Callable, params, opt_state, carry, order, keys, unroll: bool = False):
     """Update agents one at a time in `order` (one `lax.scan` over the permutation).
 

@@ -26,8 +26,13 @@ length), SMAX 100.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import importlib.util
+import io
 import math
+import os
+import sys
 from functools import partial
 
 import jax
@@ -40,25 +45,68 @@ ACTION_TYPES = ("discrete", "continuous")
 
 
 def import_jaxmarl() -> None:
-    """Import JaxMARL once with its stdout silenced: its package import prints "Importing
-    submoduled environments... Skipping import." on every command. Call it before any
-    `from jaxmarl... import`.
+    """Make `jaxmarl` importable cheaply and quietly. Call it before any `from jaxmarl... import`.
 
-    Only stdout, and only for the duration of that import, is redirected. JaxMARL's MABrax
-    module resets `sys.stdout`/`sys.stderr` to `sys.__stdout__`/`sys.__stderr__` while it is
-    imported (which would undo a redirect, and a host program's own stream replacement, e.g.
-    pytest's capture), so `sys.__stdout__` is pointed at the buffer too and all three streams
-    are put back as they were afterwards."""
-    import io
-    import sys
+    JaxMARL's package `__init__` imports every environment it ships (STORM, JaxNav, Overcooked,
+    Hanabi, Coin Game, MABrax with Brax and MJX, ...): about 11 s on a 2-core CPU, of which
+    jaxdiff needs MPE and SMAX (~2-4 s). So `jaxmarl` and `jaxmarl.environments` are registered
+    as lazy packages: their submodules (`jaxmarl.environments.mpe`, `.smax`, `jaxmarl.viz`, ...)
+    import normally and alone, and the first access to anything else on them (`jaxmarl.make`,
+    `jaxmarl.environments.Hanabi`) runs the package's real `__init__`, so a host program that
+    uses JaxMARL's own API after importing jaxdiff sees the complete package. If JaxMARL was
+    imported before, or its layout is not the expected one, this is the plain import.
+
+    JaxMARL's `__init__` prints "Importing submoduled environments... Skipping import." and its
+    MABrax module resets `sys.stdout`/`sys.stderr` to `sys.__stdout__`/`sys.__stderr__` (which
+    would undo a host program's stream replacement, e.g. pytest's capture): whenever that code
+    runs, stdout is silenced and all three streams are put back afterwards."""
     if "jaxmarl" in sys.modules:
         return
+    try:
+        spec = importlib.util.find_spec("jaxmarl")
+        root = os.path.dirname(spec.origin)
+        if not os.path.isfile(os.path.join(root, "environments", "__init__.py")):
+            raise ImportError("unexpected JaxMARL layout")
+    except (ImportError, AttributeError, TypeError, ValueError):
+        with _quiet_streams():
+            import jaxmarl  # noqa: F401
+        return
+    top = _lazy_package("jaxmarl", root)
+    top.environments = _lazy_package("jaxmarl.environments", os.path.join(root, "environments"))
+
+
+@contextlib.contextmanager
+def _quiet_streams():
     saved = sys.stdout, sys.stderr, sys.__stdout__
     sys.stdout = sys.__stdout__ = io.StringIO()
     try:
-        import jaxmarl  # noqa: F401
+        yield
     finally:
         sys.stdout, sys.stderr, sys.__stdout__ = saved
+
+
+def _lazy_package(name: str, folder: str):
+    """A package module whose `__init__.py` runs on the first attribute access that is not one
+    of its submodules (PEP 562 `__getattr__`); submodule imports never trigger it."""
+    spec = importlib.util.spec_from_file_location(
+        name, os.path.join(folder, "__init__.py"), submodule_search_locations=[folder])
+    module = importlib.util.module_from_spec(spec)
+    loaded = []
+
+    def __getattr__(attr: str):
+        if attr.startswith("__") or loaded:
+            raise AttributeError(f"module {name!r} has no attribute {attr!r}")
+        if importlib.util.find_spec(f"{name}.{attr}") is not None:   # a submodule: import it alone
+            return importlib.import_module(f"{name}.{attr}")
+        loaded.append(True)
+        del module.__getattr__
+        with _quiet_streams():
+            spec.loader.exec_module(module)
+        return getattr(module, attr)
+
+    module.__getattr__ = __getattr__
+    sys.modules[name] = module
+    return module
 
 
 def check_choice(key: str, value, allowed) -> None:

@@ -164,16 +164,19 @@ def replicate(tree, sharding):
 
 
 def chunk_shardings(chunk, state, data, sharding):
-    """Output shardings of a chunk (state, metrics[K, M, ...]): every state leaf stays split on
-    the ensemble axis (a leaf XLA would otherwise replicate, e.g. a constant, must not change
-    sharding between chunks), metrics on their second axis. None without a mesh."""
+    """Output shardings of a chunk (state, metrics[K, M, ...], *per_member[M, ...]): every state
+    leaf stays split on the ensemble axis (a leaf XLA would otherwise replicate, e.g. a constant,
+    must not change sharding between chunks), metrics on their second axis, any further
+    per-member outputs on their first. None without a mesh."""
     if sharding is None:
         return None
     from jax.sharding import NamedSharding, PartitionSpec
-    out_state, out_metrics = jax.eval_shape(chunk, state, data)
+    out_state, out_metrics, *per_member = jax.eval_shape(chunk, state, data)
     per_iter = NamedSharding(sharding.mesh, PartitionSpec(None, "ensemble"))
+    member = NamedSharding(sharding.mesh, PartitionSpec("ensemble"))
     return (jax.tree.map(lambda _: sharding, out_state),
-            jax.tree.map(lambda _: per_iter, out_metrics))
+            jax.tree.map(lambda _: per_iter, out_metrics),
+            *jax.tree.map(lambda _: member, per_member))
 
 
 def make_chunk(step_fn, iters: int, sharding):
@@ -183,6 +186,20 @@ def make_chunk(step_fn, iters: int, sharding):
                        spmd_axis_name=None if sharding is None else "ensemble")
     return lambda state, data: jax.lax.scan(lambda s, _: vmapped(s, data), state, None,
                                             length=iters)
+
+
+def with_finite_check(chunk):
+    """chunk(state, data) -> (state, metrics, ok[M]): ok = every floating leaf of member m's
+    state is finite, computed inside the compiled chunk (no second program to compile)."""
+    def leaves_ok(m):
+        flags = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(m)
+                 if jnp.issubdtype(x.dtype, jnp.floating)]
+        return jnp.all(jnp.stack(flags)) if flags else jnp.bool_(True)
+
+    def checked(state, data):
+        state, metrics = chunk(state, data)
+        return state, metrics, jax.vmap(leaves_ok)(state)
+    return checked
 
 
 def compile_chunk(chunk, state, data, sharding):
@@ -383,12 +400,9 @@ def train(spec: RunSpec, run_dir: str, *, progress: bool = True, tensorboard: bo
                                                  iterations)
     sharding = member_sharding(algorithm, env, base, len(members))
     keys, hp, data = place(keys, sharding), place(hp, sharding), replicate(data, sharding)
-    chunk = make_chunk(step_fn, K, sharding)
+    chunk = with_finite_check(make_chunk(step_fn, K, sharding))
 
     evaluate = jax.jit(jax.vmap(evaluate_one, in_axes=(0, None, None)))
-    finite = jax.jit(lambda s: jax.vmap(lambda m: jnp.all(jnp.stack(
-        [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(m)
-         if jnp.issubdtype(x.dtype, jnp.floating)] or [jnp.bool_(True)])))(s))
 
     abstract = jax.eval_shape(init_fn, keys, hp)
     restored = restore_reporting(ckpt, abstract)
@@ -406,7 +420,9 @@ def train(spec: RunSpec, run_dir: str, *, progress: bool = True, tensorboard: bo
     if not quiet:
         for line in _plan_lines(spec, algorithm, per_iter, K, n_chunks, start):
             print(f"[jaxdiff] {line}", file=sys.stderr)
-    compiled, compile_s = compile_chunk(chunk, state, data, sharding)
+    # nothing to train (a rerun of a complete run): no compile, the summary is rewritten
+    compiled, compile_s = (compile_chunk(chunk, state, data, sharding) if start < n_chunks
+                           else (None, 0.0))
     eval_key = jax.random.fold_in(root, 10_000_019)
 
     bar = None
@@ -425,12 +441,12 @@ def train(spec: RunSpec, run_dir: str, *, progress: bool = True, tensorboard: bo
     with _Interrupt() as stop:
         for c in range(start, n_chunks):
             t = time.perf_counter()
-            state, metrics = compiled(state, data)
-            metrics = jax.device_get(metrics)
+            state, metrics, ok = compiled(state, data)
+            metrics, ok = jax.device_get((metrics, ok))
             dt = time.perf_counter() - t
             run_time += dt
             run_steps += K * per_iter * len(members)
-            problem = _finite_report(_flat_metrics(metrics), np.asarray(finite(state)), members)
+            problem = _finite_report(_flat_metrics(metrics), np.asarray(ok), members)
             if problem:
                 if bar:
                     bar.close()

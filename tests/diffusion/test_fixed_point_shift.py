@@ -24,7 +24,9 @@ def test_prediction_is_exact_for_an_affine_map():
         dtau = scale * rng.normal(size=tau_dim) / np.sqrt(tau_dim)
         out = check(jnp.asarray(dtau, jnp.float32))
         exact = np.linalg.solve(np.eye(s) - a, b @ dtau)
-        assert float(out.rel_error) < 2e-5, (scale, float(out.rel_error))
+        # float32 cancellation: |y*| ~ 1, |shift| ~ scale, so ~eps/scale = 1.2e-5 at 1e-2 (a
+        # first-order error would be ~scale); the bound leaves room for the codegen's rounding
+        assert float(out.rel_error) < 5e-5, (scale, float(out.rel_error))
         np.testing.assert_allclose(out.true, exact, rtol=1e-4, atol=1e-5 * scale)
         np.testing.assert_allclose(out.predicted, exact, rtol=1e-4, atol=1e-5 * scale)
         assert float(out.residual) < 1e-5 and float(out.spectral_radius) < 0.71

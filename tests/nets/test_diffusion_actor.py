@@ -180,7 +180,7 @@ def test_fused_sample_is_the_generic_reverse_process_and_mish_its_definition():
         for u, v in zip(jax.tree.leaves(g_fused), jax.tree.leaves(g_generic)):
             np.testing.assert_allclose(u, v, rtol=1e-4, atol=1e-5 * float(np.abs(v).max()))
     np.testing.assert_allclose(m, m_ref, rtol=2e-6, atol=1e-30)
-    np.testing.assert_allclose(dm, dm_ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(dm, dm_ref, rtol=3e-5, atol=1e-6)  # float32 tanh/softplus rounding
     with pytest.raises(ValueError, match="unroll"):
         da.DiffusionActor(A, unroll=0)
 
