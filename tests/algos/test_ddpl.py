@@ -36,7 +36,7 @@ def test_discrete_env_is_refused_with_the_continuous_variant_named():
             base.check_action_type(algorithm, env.spec)
         config = base.make_config(algorithm.Config, TINY)
         with pytest.raises(base.ConfigError, match="env.action_type=continuous"):
-            algorithm.init(jax.random.PRNGKey(0), env, config)
+            jax.jit(lambda k: algorithm.init(k, env, config))(jax.random.PRNGKey(0))
 
 
 def test_bad_combinations_are_refused():

@@ -15,7 +15,7 @@ def test_unclipped_surrogate_gradient_is_weighted_policy_gradient():
     env = envs.make("coordination_game", n_agents=2, n_actions=3)
     cfg = base.make_config(haa2c.Config, dict(num_envs=4, num_steps=2, hidden=8))
     p = sequential.parts(env, cfg)
-    state = haa2c.init(jax.random.PRNGKey(0), env, cfg)
+    state = jax.jit(lambda k: haa2c.init(k, env, cfg))(jax.random.PRNGKey(0))
     params = jax.tree.map(lambda x: x[0], state.actor)
     k1, k2, k3 = jax.random.split(jax.random.PRNGKey(1), 3)
     T, B = 1, 8

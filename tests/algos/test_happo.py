@@ -41,7 +41,7 @@ def test_masked_action_never_taken_and_gets_no_probability():
     # coordinating on 0 or 1 pays 1 > 0.5 for agent 1 playing 2, so it would rightly avoid it.)
     cfg = base.make_config(happo.Config, dict(num_envs=16, num_steps=4, hidden=16, lr=0.05,
                                               critic_epochs=1, critic_state="agent"))
-    state = happo.init(jax.random.PRNGKey(0), env, cfg)
+    state = jax.jit(lambda k: happo.init(k, env, cfg))(jax.random.PRNGKey(0))
     step = jax.jit(happo.step(env, cfg))
     for _ in range(5):
         state, metrics = step(state)
@@ -60,7 +60,7 @@ def test_masked_action_never_taken_and_gets_no_probability():
 def test_solves_coordination_game_from_f14_start():
     env = envs.make("coordination_game")
     cfg = base.make_config(happo.Config, dict(num_envs=16, num_steps=16, hidden=16, lr=0.05))
-    state = happo.init(jax.random.PRNGKey(0), env, cfg)
+    state = jax.jit(lambda k: happo.init(k, env, cfg))(jax.random.PRNGKey(0))
     params = dict(state.actor["params"])
     head = max(k for k in params if k.startswith("Dense"))
     params[head] = dict(kernel=jnp.zeros_like(params[head]["kernel"]),
@@ -81,7 +81,7 @@ def test_heterogeneous_padded_action_dims_get_no_update():
     env = envs.make("mpe_simple_speaker_listener", action_type="continuous")
     assert env.spec.act_sizes == (3, 5)
     cfg = base.make_config(happo.Config, dict(num_envs=4, num_steps=25, hidden=16, lr=0.01))
-    state = happo.init(jax.random.PRNGKey(0), env, cfg)
+    state = jax.jit(lambda k: happo.init(k, env, cfg))(jax.random.PRNGKey(0))
     new, metrics = jax.jit(happo.step(env, cfg))(state)
     assert all(math.isfinite(float(v)) for v in jax.tree.leaves(metrics))
     old_std, new_std = state.actor["params"]["log_std"], new.actor["params"]["log_std"]

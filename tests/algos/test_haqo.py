@@ -71,7 +71,7 @@ def mpe_run():
     env = envs.make("mpe_simple_spread", action_type="continuous")
     config = _config()
     train_step = jax.jit(haqo.step(env, config))
-    states, metrics = [haqo.init(jax.random.PRNGKey(0), env, config)], []
+    states, metrics = [jax.jit(lambda k: haqo.init(k, env, config))(jax.random.PRNGKey(0))], []
     for _ in range(4):
         s, m = train_step(states[-1])
         states.append(s)
@@ -123,7 +123,7 @@ def test_discrete_game_trains_and_acts_with_available_actions():
     metric is finite, executed actions are valid indices."""
     env = envs.make("coordination_game", n_agents=2, n_actions=3)
     config = _config(weight="qcut")
-    state = haqo.init(jax.random.PRNGKey(0), env, config)
+    state = jax.jit(lambda k: haqo.init(k, env, config))(jax.random.PRNGKey(0))
     train_step = jax.jit(haqo.step(env, config))
     for _ in range(3):
         state, m = train_step(state)

@@ -121,7 +121,7 @@ def test_weighted_mle_recovers_the_weighted_latent_mean_and_std():
 # ----------------------------------------------------------------------------- training step
 def _run(env, config, iterations=4):
     train_step = jax.jit(haqo.step(env, config))
-    states, metrics = [haqo.init(jax.random.PRNGKey(0), env, config)], []
+    states, metrics = [jax.jit(lambda k: haqo.init(k, env, config))(jax.random.PRNGKey(0))], []
     for _ in range(iterations):
         s, m = train_step(states[-1])
         states.append(s)
@@ -232,7 +232,7 @@ def test_f23_gaussian_haqo_on_the_bandit_covers_one_mode_not_two():
         k_target=2, k_train=8, n_entropy=4, actor_lr=3e-3, critic_lr=3e-3, delta=0.05,
         alpha=0.02, actor="gaussian"))
     train_step = jax.jit(haqo.step(env, config))
-    state = haqo.init(jax.random.PRNGKey(0), env, config)
+    state = jax.jit(lambda k: haqo.init(k, env, config))(jax.random.PRNGKey(0))
     obs, mask = jnp.ones((4096, 1, 1)), jnp.ones((4096, 1, 2), bool)
     history = []
     for it in range(60):

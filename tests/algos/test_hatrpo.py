@@ -97,7 +97,7 @@ def test_real_step_keeps_every_agents_kl_below_delta():
     delta = 0.01
     cfg = base.make_config(hatrpo.Config, dict(num_envs=8, num_steps=4, hidden=16,
                                                critic_epochs=1, kl_threshold=delta))
-    state = hatrpo.init(jax.random.PRNGKey(0), env, cfg)
+    state = jax.jit(lambda k: hatrpo.init(k, env, cfg))(jax.random.PRNGKey(0))
     p = sequential.parts(env, cfg)
 
     def probs(actor):

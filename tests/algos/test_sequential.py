@@ -133,7 +133,7 @@ def _tiny_state(algo, **kw):
     env = envs.make("coordination_game", n_agents=2)
     cfg = base.make_config(alg.Config, dict(num_envs=2, num_steps=2, hidden=8, critic_epochs=1,
                                             **kw))
-    return env, cfg, alg, alg.init(jax.random.PRNGKey(0), env, cfg)
+    return env, cfg, alg, jax.jit(lambda k: alg.init(k, env, cfg))(jax.random.PRNGKey(0))
 
 
 @pytest.mark.parametrize("algo,kw", [
@@ -191,7 +191,7 @@ def test_ep_critic_is_one_value_per_env_on_the_team_reward(recurrent):
     cfg = base.make_config(happo.Config, dict(num_envs=3, num_steps=30, hidden=8,
                                               recurrent=recurrent, value_norm=False))
     assert cfg.critic_state == "ep"
-    state = happo.init(jax.random.PRNGKey(0), env, cfg)
+    state = jax.jit(lambda k: happo.init(k, env, cfg))(jax.random.PRNGKey(0))
     assert state.critic_carry.shape == (3, 1, 8)
     p = sequential.parts(env, cfg)
     after, tr, adv, target, _ = onpolicy.rollout_fn(env, cfg, p)(state)
@@ -240,7 +240,7 @@ def test_rollout_log_probs_are_the_pre_update_log_probs(recurrent):
     env = envs.make("mpe_simple_spread", action_type="continuous")
     cfg = base.make_config(happo.Config, dict(num_envs=2, num_steps=30, hidden=8,
                                               recurrent=recurrent))
-    state = happo.init(jax.random.PRNGKey(1), env, cfg)
+    state = jax.jit(lambda k: happo.init(k, env, cfg))(jax.random.PRNGKey(1))
     p = sequential.parts(env, cfg)
     _, tr, _, _, _ = onpolicy.rollout_fn(env, cfg, p)(state)
     log_prob = sequential.log_prob_fn(p, cfg)

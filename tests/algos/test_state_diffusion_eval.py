@@ -32,7 +32,7 @@ def setup(tmp_path_factory):
     config = base.make_config(algorithm.Config, dict(
         dataset=out, width=32, depth=2, activation="relu", batch_size=8,
         flow_steps=FLOW_STEPS, eval_samples=16))
-    state = algorithm.init(jax.random.key(0), env, config)
+    state = jax.jit(lambda k: algorithm.init(k, env, config))(jax.random.key(0))
     data = algorithm.data(config, env)
     tau_dim = data["test"]["tau"].shape[-1]
     state_dim = data["test"]["state"].shape[-1]

@@ -88,12 +88,15 @@ def test_random_policy_metrics_match_a_hand_count(cov, occupation):
     np.testing.assert_allclose(m["visit_rate"], visits / pos[..., 0].size, rtol=1e-6)
 
 
+# slow: HAQO's act and the coverage metrics are each checked in the fast suite (test_haqo.py,
+# the random-policy tests here); this joins them through the script (one HAQO compile)
+@pytest.mark.slow
 def test_untrained_haqo_rollout_and_seed_mean(cov, occupation):
     """HAQO's own `act` on an initialised (untrained) state: the logged positions pay exactly
     the logged return, and `mean_over_seeds` averages every number and share vector."""
     env, algorithm = occupation
     config = algos.make_config(algorithm.Config, dict(TINY))
-    state = algorithm.init(jax.random.PRNGKey(0), env, config)
+    state = jax.jit(lambda k: algorithm.init(k, env, config))(jax.random.PRNGKey(0))
     pos, ret = jax.device_get(cov.rollout(algorithm, env, config, state,
                                           jax.random.PRNGKey(1), 3))
     assert pos.shape == (3, env.spec.max_steps, 2, 2)

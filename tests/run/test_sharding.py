@@ -40,7 +40,8 @@ def test_sharded_run_equals_single_device_run(tmp_path, monkeypatch):
 
 
 @multi
-def test_sharded_state_stays_split_across_chunks(tmp_path):
+@pytest.mark.slow   # the fast suite runs the same path: the sweep test's 4 members over 2 devices
+def test_sharded_state_stays_split_across_chunks(tmp_path):   # for 2 chunks (test_sweep_cli.py)
     """Every state leaf keeps the ensemble sharding after a chunk (a leaf XLA would replicate,
     such as a zero-initialised bias, must not flip sharding and break the compiled chunk)."""
     spec = runner.RunSpec(algo="ippo", env="mpe_simple_spread", env_kwargs={},
