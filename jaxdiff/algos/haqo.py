@@ -74,6 +74,10 @@ class Config:
     num_envs: int = static(16, lo=1, doc="[CHOICE] parallel envs")
     rollout_len: int = static(32, lo=1, doc="[CHOICE] env steps per env per iteration")
     critic_updates: int = static(256, lo=1, doc="[CHOICE] TD steps per iteration (UTD 0.5)")
+    critic_block: int = static(16, lo=1, doc="[CHOICE] TD steps whose next-action candidates "
+                                             "are drawn in one reverse process (speed/memory "
+                                             "only; the largest divisor of critic_updates <= "
+                                             "this)")
     batch_size: int = static(256, lo=1, doc="[QVPO] critic / actor minibatch B")
     actor_states: int = static(2048, lo=1, doc="[CHOICE] B_a states per agent per iteration "
                                                "(B_a / B minibatches, one epoch)")
@@ -367,10 +371,16 @@ def make_critic_update(env, config):
     grad = jax.value_and_grad(loss_fn, has_aux=True)
 
     def update(state: State, key):
-        hp = state.hp
+        """One TD step on a fresh minibatch (its K_t candidates drawn here)."""
         k_batch, k_next = jax.random.split(key)
         batch = p.buffer.sample(state.buffer, k_batch).experience
         cand = sample_candidates(p, state.actor, batch["next_obs"], k_next, config.k_target)
+        return fit(state, batch, cand)
+
+    def fit(state: State, batch, cand):
+        """One TD step on `batch` whose next-action candidates `cand` [B, K_t, n, A] were drawn
+        from the current actors."""
+        hp = state.hp
         x_next = best_of_k(p, state.target_critic, batch["next_gstate"], cand,
                            batch["next_mask"])
         q_next = q_min(p, state.target_critic, batch["next_gstate"],
@@ -384,7 +394,41 @@ def make_critic_update(env, config):
         state = state.replace(critic=critic, critic_opt=critic_opt, target_critic=target)
         return state, dict(q_loss=loss, q_mean=q_mean, td_abs=td)
 
+    update.fit = fit
     return update
+
+
+def critic_block(config) -> int:
+    """Critic updates per block of `make_critic_phase`: the largest divisor of
+    `critic_updates` that is at most `critic_block`."""
+    u = config.critic_updates
+    return max(d for d in range(1, min(config.critic_block, u) + 1) if u % d == 0)
+
+
+def make_critic_phase(env, config):
+    """(state, key) -> (state, metrics [critic_updates]): the iteration's TD steps. The actors do
+    not change during the critic phase, so the K_t next-action candidates of a block of
+    `critic_block(config)` minibatches are drawn together, one vmapped reverse process over all
+    their states (larger, fewer denoiser calls), and the TD steps of the block then run in order,
+    each picking its best candidate with the target critic of that moment. With the same keys
+    this is exactly `critic_updates` calls of `make_critic_update(...)(state, key)` in a row
+    (key j of block b = split(split(key, U / G)[b], G)[j])."""
+    p = _parts(env, config)
+    update = make_critic_update(env, config)
+    U, G = config.critic_updates, critic_block(config)
+
+    def block(state: State, key):
+        k_batch, k_next = jnp.moveaxis(jax.vmap(jax.random.split)(jax.random.split(key, G)), 1, 0)
+        batches = jax.vmap(lambda k: p.buffer.sample(state.buffer, k).experience)(k_batch)
+        cand = jax.vmap(lambda o, k: sample_candidates(p, state.actor, o, k, config.k_target))(
+            batches["next_obs"], k_next)                                            # [G,B,K,n,A]
+        return jax.lax.scan(lambda s, xs: update.fit(s, *xs), state, (batches, cand))
+
+    def phase(state: State, key):
+        state, metrics = jax.lax.scan(block, state, jax.random.split(key, U // G))
+        return state, jax.tree.map(lambda x: x.reshape((U,) + x.shape[2:]), metrics)
+
+    return phase
 
 
 # ----------------------------------------------------------------------------- actors
@@ -487,13 +531,12 @@ def make_agent_update(env, config):
 def step(env, config: Config, *, iterations: int = 1):
     p = _parts(env, config)
     env_step = make_env_step(env, config)
-    critic_update = make_critic_update(env, config)
+    critic_phase = make_critic_phase(env, config)
     make_body = make_agent_update(env, config)
 
     def learn(state: State):
         key, k_c, k_perm, k_agents = jax.random.split(state.key, 4)
-        state, c_metrics = jax.lax.scan(lambda s, k: critic_update(s, k), state,
-                                        jax.random.split(k_c, config.critic_updates))
+        state, c_metrics = critic_phase(state, k_c)
         order = sequential.agent_order(k_perm, p.n, fixed=False)
         carry = dict(stack=state.actor, alpha=state.alpha)
         actor, actor_opt, carry, a_metrics = sequential.agent_scan(

@@ -169,3 +169,28 @@ def test_bad_settings_are_refused():
         _config(actor_states=40)
     with pytest.raises(base.ConfigError, match="buffer_size"):
         _config(buffer_size=20)
+
+
+# ----------------------------------------------------------------------------- critic phase
+def test_blocked_critic_phase_is_the_td_steps_in_a_row(mpe_run):
+    """The critic phase draws the next-action candidates of `critic_block` minibatches in one
+    vmapped reverse process: with the same keys it equals the plain TD steps one after another
+    (vmap == loop); the block is the largest divisor of critic_updates within the setting."""
+    env, _, _, states, _ = mpe_run
+    for updates, block, expect_g in ((4, 3, 2), (6, 4, 3), (5, 16, 5), (7, 2, 1)):
+        assert haqo.critic_block(_config(critic_updates=updates, critic_block=block)) == expect_g
+    for block, expect_g in ((2, 2),):
+        config = _config(critic_updates=4, critic_block=block)
+        state = states[-1].replace(hp=jax.tree.map(jnp.asarray, config))
+        key = jax.random.PRNGKey(5)
+        phased, m_phase = jax.jit(haqo.make_critic_phase(env, config))(state, key)
+        update = haqo.make_critic_update(env, config)
+        keys = jnp.concatenate([jax.random.split(k, expect_g)
+                                for k in jax.random.split(key, 4 // expect_g)])
+        looped, m_loop = jax.jit(lambda s: jax.lax.scan(update, s, keys))(state)
+        for a, b in zip(jax.tree.leaves((phased.critic, phased.target_critic, m_phase)),
+                        jax.tree.leaves((looped.critic, looped.target_critic, m_loop))):
+            np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6)
+        moved = [float(jnp.abs(a - b).max()) for a, b in
+                 zip(jax.tree.leaves(phased.critic), jax.tree.leaves(state.critic))]
+        assert max(moved) > 0
