@@ -175,7 +175,8 @@ def test_bad_settings_are_refused():
 def test_blocked_critic_phase_is_the_td_steps_in_a_row(mpe_run):
     """The critic phase draws the next-action candidates of `critic_block` minibatches in one
     vmapped reverse process: with the same keys it equals the plain TD steps one after another
-    (vmap == loop); the block is the largest divisor of critic_updates within the setting."""
+    (vmap == loop); the block is the largest divisor of critic_updates within the setting.
+    And F11: one TD step moves the target critic by exactly the Polyak rule."""
     env, _, _, states, _ = mpe_run
     for updates, block, expect_g in ((4, 3, 2), (6, 4, 3), (5, 16, 5), (7, 2, 1)):
         assert haqo.critic_block(_config(critic_updates=updates, critic_block=block)) == expect_g
@@ -194,3 +195,12 @@ def test_blocked_critic_phase_is_the_td_steps_in_a_row(mpe_run):
         moved = [float(jnp.abs(a - b).max()) for a, b in
                  zip(jax.tree.leaves(phased.critic), jax.tree.leaves(state.critic))]
         assert max(moved) > 0
+    # F11: after one TD step the target is tau * online + (1 - tau) * old target
+    one, _ = jax.jit(update)(state, keys[0])
+    tau = float(config.polyak)
+    for t, o, t0 in zip(*(jax.tree.leaves(x) for x in
+                          (one.target_critic, one.critic, state.target_critic))):
+        np.testing.assert_allclose(t, tau * np.asarray(o) + (1 - tau) * np.asarray(t0),
+                                   rtol=1e-6, atol=1e-7)
+    assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(one.target_critic),
+                                                          jax.tree.leaves(state.target_critic)))
