@@ -33,6 +33,7 @@ from jaxdiff import envs as envs_lib
 from jaxdiff.algos import base as algos
 from jaxdiff import parallel
 from jaxdiff.run import runner
+from jaxdiff.run.logging import git_commit
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -72,6 +73,75 @@ def _load_jaxmarl(path: str, script: str):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def _jaxmarl_env(name: str, cfg: dict, mod):
+    """The env stack the JaxMARL script `mod` trains on, built as the script builds it."""
+    import jaxmarl
+    if name == "mappo_rnn_smax_3m":
+        from jaxmarl.environments.smax import HeuristicEnemySMAX, map_name_to_scenario
+        from jaxmarl.wrappers.baselines import SMAXLogWrapper
+        env = HeuristicEnemySMAX(scenario=map_name_to_scenario(cfg["MAP_NAME"]),
+                                 **cfg["ENV_KWARGS"])
+        return SMAXLogWrapper(mod.SMAXWorldStateWrapper(env, cfg["OBS_WITH_AGENT_ID"]))
+    if name == "ippo_ff_mpe":
+        from jaxmarl.wrappers.baselines import MPELogWrapper
+        return MPELogWrapper(jaxmarl.make(cfg["ENV_NAME"], **cfg["ENV_KWARGS"]))
+    from jaxmarl.wrappers.baselines import LogWrapper
+    return LogWrapper(jaxmarl.make(cfg["ENV_NAME"], **cfg["ENV_KWARGS"]), replace_info=True)
+
+
+def env_only_program(reset, step, sample, num_envs: int, num_steps: int):
+    """keys [S] -> sums: S seeds x `num_envs` envs x `num_steps` steps of reset/step alone,
+    actions drawn uniformly from each agent's action space (no action masks, no network). The
+    rewards and observations (and what else `step`'s caller returns) are summed so that XLA
+    keeps every output a training program would consume."""
+    def one(key):
+        k_reset, key = jax.random.split(key)
+        _, st = jax.vmap(reset)(jax.random.split(k_reset, num_envs))
+
+        def body(carry, _):
+            st, key = carry
+            key, k_a, k_s = jax.random.split(key, 3)
+            actions = jax.vmap(sample)(jax.random.split(k_a, num_envs))
+            st, used = step(jax.random.split(k_s, num_envs), st, actions)
+            return (st, key), sum(jnp.sum(x) for x in jax.tree.leaves(used))
+        return jax.lax.scan(body, (st, key), None, num_steps)[1].sum()
+    return jax.vmap(one)
+
+
+def env_only_times(name, cfg, mod, env, config, keys) -> tuple[float, float]:
+    """Seconds of one update's env work (reset + step for num_envs x num_steps), JaxMARL's env
+    stack and jaxdiff's, both on one device."""
+    E, T = cfg["NUM_ENVS"], cfg["NUM_STEPS"]
+    jm = _jaxmarl_env(name, cfg, mod)
+
+    def jm_sample(key):
+        ks = jax.random.split(key, jm.num_agents)
+        return {a: jm.action_space(a).sample(k) for a, k in zip(jm.agents, ks)}
+
+    def jm_step(ks, st, actions):
+        obs, st, reward, done, _ = jax.vmap(jm.step)(ks, st, actions)
+        return st, (obs, reward, done)
+
+    spec = env.spec
+
+    def jd_sample(key):
+        if spec.discrete:
+            return jax.random.randint(key, (spec.n_agents,), 0, spec.act_dim)
+        return jax.random.uniform(key, (spec.n_agents, spec.act_dim), minval=spec.action_low,
+                                  maxval=spec.action_high)
+
+    def jd_step(ks, st, actions):
+        obs, st, reward, done, _ = jax.vmap(env.step)(ks, st, actions)
+        used = (obs, reward, done)
+        if getattr(config, "centralised_critic", False):   # the rollout's critic input
+            used = used + (jax.vmap(env.global_state)(st),)
+        return st, used
+
+    jm_s = _time_program(env_only_program(jm.reset, jm_step, jm_sample, E, T), keys)[1]
+    jd_s = _time_program(env_only_program(env.reset, jd_step, jd_sample, E, T), keys)[1]
+    return jm_s, jd_s
 
 
 def _time_program(fn, arg, repeats: int = 2):
@@ -145,12 +215,20 @@ def run_case(name: str, jaxmarl_dir: str, updates: int, seeds: int) -> dict:
     ours_sharding = runner.member_sharding(algorithm, env, config, seeds)
     split = ours_sharding is not None and dict(ours_sharding.mesh.shape).get("data", 1) > 1
     jd_runner_wall = jaxdiff_program(ours_sharding)[1] if split else None
+    # The env's share: the same env work with no network, on each framework's env stack.
+    jm_env, jd_env = env_only_times(name, jm_cfg, mod, env, config, keys)
+    jm_upd, jd_upd = jm_wall / updates, jd_wall / updates
     steps = per_update * updates * seeds
     row = dict(case=name, seeds=seeds, updates=updates, env_steps=steps,
                env_steps_per_update=per_update, devices_available=len(jax.devices()),
                jaxmarl_compile_s=jm_compile, jaxdiff_compile_s=jd_compile,
                jaxmarl_env_steps_per_s=steps / jm_wall, jaxdiff_env_steps_per_s=steps / jd_wall,
-               speedup_equal_placement=jm_wall / jd_wall, placement="1 device each")
+               speedup_equal_placement=jm_wall / jd_wall, placement="1 device each",
+               jaxmarl_s_per_update=jm_upd, jaxdiff_s_per_update=jd_upd,
+               jaxmarl_env_only_s_per_update=jm_env, jaxdiff_env_only_s_per_update=jd_env,
+               jaxmarl_env_share=jm_env / jm_upd, jaxdiff_env_share=jd_env / jd_upd,
+               speedup_env_only=jm_env / jd_env,
+               speedup_outside_env=(jm_upd - jm_env) / max(jd_upd - jd_env, 1e-9))
     if mesh is not None:
         row.update(mesh_devices=mesh.mesh.size,
                    jaxmarl_mesh_env_steps_per_s=steps / jm_mesh_wall,
@@ -163,13 +241,17 @@ def run_case(name: str, jaxmarl_dir: str, updates: int, seeds: int) -> dict:
     return row
 
 
-def _commit() -> str:
-    import subprocess
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, cwd=HERE).stdout.strip()
-    except OSError:
-        return "unknown"
+JAXMARL_NOTE = ("FLAIROx/JaxMARL baselines/ scripts (checkout given by --jaxmarl) against the "
+                "jaxmarl package of requirements.lock")
+NOTE = ("Headline: speedup_equal_placement (both programs on one device) and "
+        "speedup_equal_placement_mesh (both with the seeds over the 2-device mesh). "
+        "jaxdiff_env_split_* is what jaxdiff's runner adds by splitting a lone seed's envs over "
+        "the idle device, which JaxMARL's scripts cannot do: a separate number. *_env_only_s_per_"
+        "update is one update's env work alone (reset + step of num_envs x num_steps with random "
+        "actions, no network, no action masks) on each framework's env stack; env_share is its "
+        "fraction of the update; speedup_outside_env compares what is left (update time minus "
+        "env-only time): a difference of two timings, noisier than the headline. Measured one "
+        "case after another on an otherwise idle machine.")
 
 
 def main():
@@ -185,8 +267,9 @@ def main():
     rows = []
     print("| case | seeds | JaxMARL env-steps/s (1 dev) | jaxdiff (1 dev) | ratio, equal placement "
           "| JaxMARL / jaxdiff, seeds over the mesh | ratio, mesh | jaxdiff + env split "
-          "(separate) | compile JaxMARL / jaxdiff s |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "(separate) | env share JaxMARL / jaxdiff | ratio, env alone | ratio, outside the env "
+          "| compile JaxMARL / jaxdiff s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name in args.cases.split(","):
         for s in (int(x) for x in args.seeds.split(",")):
             r = run_case(name, args.jaxmarl, args.updates, s)
@@ -201,15 +284,31 @@ def main():
             print(f"| {name} | {s} | {r['jaxmarl_env_steps_per_s']:,.0f} | "
                   f"{r['jaxdiff_env_steps_per_s']:,.0f} | {r['speedup_equal_placement']:.2f} | "
                   f"{mesh} | {split} | "
+                  f"{r['jaxmarl_env_share']:.0%} / {r['jaxdiff_env_share']:.0%} | "
+                  f"{r['speedup_env_only']:.2f} | {r['speedup_outside_env']:.2f} | "
                   f"{r['jaxmarl_compile_s']:.1f} / {r['jaxdiff_compile_s']:.1f} |", flush=True)
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "compare_jaxmarl.json"), "w") as f:
+    path = os.path.join(args.out, "compare_jaxmarl.json")
+    checkout = f"<JaxMARL {git_commit(args.jaxmarl)} checkout>"
+    command = "experiments/baselines/compare_jaxmarl.py " + " ".join(
+        checkout if a == args.jaxmarl else a for a in sys.argv[1:])
+    stamp = dict(commit=git_commit(HERE), command=command,
+                 measured=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+    rows = [dict(r, **stamp) for r in rows]
+    # Rows of other (case, seeds) pairs measured earlier are kept, each with its own stamp.
+    kept, commands = [], []
+    if os.path.exists(path):
+        with open(path) as f:
+            old = json.load(f)
+        new_keys = {(r["case"], r["seeds"]) for r in rows}
+        kept = [r for r in old.get("rows", []) if (r["case"], r["seeds"]) not in new_keys]
+        commands = [c for c in old.get("commands", []) if any(r.get("command") == c
+                                                               for r in kept)]
+    with open(path, "w") as f:
         json.dump(dict(machine=f"{os.cpu_count()} cores, {jax.devices()[0].device_kind}",
-                       jax=jax.__version__, command=" ".join(sys.argv),
-                       commit=_commit(), measured=time.strftime("%Y-%m-%d %H:%M UTC",
-                                                                 time.gmtime()),
-                       rows=rows), f, indent=2)
-
+                       jax=jax.__version__, jaxmarl=JAXMARL_NOTE, note=NOTE,
+                       commands=commands + [command], rows=kept + rows), f, indent=1)
+    print(f"wrote {path}")
 
 if __name__ == "__main__":
     main()

@@ -4,6 +4,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
+import subprocess
+import sys
 import time
 
 import jax
@@ -12,6 +15,22 @@ import numpy as np
 from jaxdiff import statediff as sd
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def provenance() -> dict:
+    """The commit (`git rev-parse --short HEAD`, "+uncommitted" when the tree is dirty) and the
+    command line that produced a result file."""
+    def git(*cmd):
+        try:
+            return subprocess.run(["git", *cmd], cwd=HERE, capture_output=True, text=True,
+                                  check=True).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            return None
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    if git("status", "--porcelain"):
+        commit += "+uncommitted"
+    script = os.path.relpath(os.path.abspath(sys.argv[0]), os.path.dirname(os.path.dirname(HERE)))
+    return {"commit": commit, "command": shlex.join(["python", script, *sys.argv[1:]])}
 
 
 def train_model(key, rows, *, state_dim, width, steps, lr, batch_size=512, depth=3,

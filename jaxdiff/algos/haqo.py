@@ -62,7 +62,7 @@ from jaxdiff.nets.diffusion_actor import DiffusionActor, to_box
 from jaxdiff.nets.gaussian_actor import GaussianActor
 from jaxdiff.nets.mlp import ACTIVATIONS
 
-DRIFTS = ("linesearch", "kl_penalty", "none")
+DRIFTS = ("linesearch", "kl_penalty", "ppo_clip", "none")
 ACTORS = ("diffusion", "gaussian")
 
 
@@ -99,7 +99,9 @@ class Config:
                          doc="[PAPER] qadv (Eq. 6, continuous) or qcut (Eq. 7, discrete)")
     drift: str = static("linesearch", choices=DRIFTS,
                         doc="[PAPER] linesearch: hard chain-KL <= delta by backtracking; "
-                            "kl_penalty: + beta_kl KL in the loss; none")
+                            "kl_penalty: + beta_kl KL in the loss; ppo_clip: + c_ppo x the PPO "
+                            "clip loss on the exact reverse-chain ratio of the K_p candidates "
+                            "(Alg. 1 lines 17-18; diffusion actor only); none")
     alpha_mode: str = static("constant", choices=("constant", "q_scaled", "adaptive"),
                              doc="[CHOICE] entropy coefficient: fixed, weighted per state by the "
                                  "QV weights ([QVPO]), or Eq. 142's dispersion rule")
@@ -120,10 +122,16 @@ class Config:
                                                      "as a fraction of the uniform's")
     delta: float = dynamic(0.01, lo=0.0, doc="[PAPER] trust radius on the mean chain KL")
     beta_kl: float = dynamic(1.0, lo=0.0, doc="[CHOICE] kl_penalty weight")
+    c_ppo: float = dynamic(1.0, lo=0.0, doc="[CHOICE] ppo_clip weight")
+    ppo_eps: float = static(0.2, lo=1e-6, doc="[CHOICE] ppo_clip range epsilon")
     cut_scale: float = dynamic(0.25, lo=0.0, doc="[CHOICE] qcut threshold = cut_scale * std(A)")
     reward_scale: float = dynamic(1.0, doc="[CHOICE] reward multiplier in the TD target")
 
     def check(self):
+        if self.drift == "ppo_clip" and self.actor == "gaussian":
+            raise ConfigError("`algo.drift=ppo_clip` needs the diffusion actor's reverse chains; "
+                              "the Gaussian ablation supports drift=linesearch, kl_penalty or "
+                              "none.")
         if self.buffer_size < max(self.batch_size, self.actor_states):
             raise ConfigError(f"`algo.buffer_size={self.buffer_size}` must hold at least "
                               f"`algo.batch_size` and `algo.actor_states` transitions; raise it.")
@@ -461,6 +469,16 @@ def make_agent_update(env, config):
         if config.drift == "kl_penalty":
             kl = actor_kl(p, mb["old"], params_i, mb["obs_kl"], mb["k_kl"], mask_i)
             total = total + hp.beta_kl * kl.mean()
+        if config.drift == "ppo_clip":
+            # log rho of each stored candidate chain (spec §3.7.5) against the pre-update actor
+            cond = jnp.broadcast_to(mb["obs"][:, None, None], mb["adv"].shape + (1, p.obs_dim))
+            chain = {k: jnp.moveaxis(mb[k], 1, 0) for k in ("x_t", "x_prev")}
+            log_ratio = p.actor.chain_log_ratio(one_agent(params_i), one_agent(mb["old"]),
+                                                chain, cond, mask=mask_i)[..., 0]     # [B, K]
+            l_ppo = losses.ppo_clip_loss(log_ratio, mb["adv"], clip=config.ppo_eps)
+            total = total + hp.c_ppo * l_ppo
+            aux = dict(aux, ppo_loss=l_ppo, ppo_ratio_dev=jnp.abs(jnp.exp(log_ratio) - 1).mean(),
+                       ppo_clip_frac=(jnp.abs(jnp.exp(log_ratio) - 1) > config.ppo_eps).mean())
         return total, dict(qv_loss=l_qv, ent_loss=l_ent, **aux)
 
     grad = jax.value_and_grad(losses_i, has_aux=True)
@@ -475,9 +493,14 @@ def make_agent_update(env, config):
             ctx = critic_action(p, ctx, mask)
             obs_i = obs[:, i]                                                             # [Ba, O]
             mask_i = mask[:, i]                                                           # [Ba, A]
-            cand = p.actor.sample(one_agent(params_i),
-                                  jnp.broadcast_to(obs_i[:, None, None], (Ba, K, 1, p.obs_dim)),
-                                  k_cand)[:, :, 0] * jnp.asarray(p.dim_mask)[i]           # [Ba,K,A]
+            cond = jnp.broadcast_to(obs_i[:, None, None], (Ba, K, 1, p.obs_dim))
+            if config.drift == "ppo_clip":   # keep the chains (last step noised: a density)
+                cand, chain = p.actor.sample_chain(one_agent(params_i), cond, k_cand,
+                                                   last_step_noise=True)
+                chain = {k: jnp.moveaxis(chain[k], 0, 1) for k in ("x_t", "x_prev")}  # [Ba,H,.]
+            else:
+                cand, chain = p.actor.sample(one_agent(params_i), cond, k_cand), {}
+            cand = cand[:, :, 0] * jnp.asarray(p.dim_mask)[i]                             # [Ba,K,A]
             feat = critic_action(p, cand[:, :, None], mask_i[:, None, None])[:, :, 0]     # [Ba,K,A]
             q = q_min(p, critic, gstate[:, None],
                       with_agent(ctx[:, None], i, feat))                                  # [Ba, K]
@@ -492,7 +515,9 @@ def make_agent_update(env, config):
             if config.alpha_mode == "adaptive":
                 alpha_i = losses.adaptive_alpha(alpha_i, disp, kappa=hp.kappa, alpha0=hp.alpha)
             w_state = w.mean(1) / (w.mean() + 1e-8)                                       # [Ba]
-            data = dict(x0=x0, obs=obs_i, w=w, ent_w=w_state)
+            data = dict(x0=x0, obs=obs_i, w=w, ent_w=w_state, **chain)
+            if config.drift == "ppo_clip":
+                data["adv"] = jax.lax.stop_gradient(adv)
             data = jax.tree.map(lambda x: x.reshape((Ba // B, B) + x.shape[1:]), data)
             old = params_i
             obs_kl = obs_i[:config.kl_states] if config.kl_states <= Ba else obs_i

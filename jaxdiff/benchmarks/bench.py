@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from jaxdiff import envs as envs_lib
 from jaxdiff.algos import base as algos
 from jaxdiff.run import runner
+from jaxdiff.run.logging import git_commit
 
 # (algo, env, algo overrides, env kwargs). Presets = JaxMARL's baseline configs for the on-policy
 # rows and HARL's configs for the heterogeneous-agent rows.
@@ -105,6 +106,7 @@ def main(quick: str = "false", only: str = "", seeds: str = "", min_time: str = 
     quick_b = str(quick).lower() in ("true", "1", "yes")
     seed_list = tuple(int(s) for s in seeds.split(",")) if seeds else ((1, 4) if quick_b else SEEDS)
     rows = []
+    commit = git_commit(os.path.dirname(os.path.abspath(__file__)))
     os.makedirs(out, exist_ok=True)
     print(f"machine: {_machine()}, jax {jax.__version__}")
     print("| algo | env | seeds | devices | compile s | env-steps/s (all seeds) | per seed "
@@ -122,6 +124,7 @@ def main(quick: str = "false", only: str = "", seeds: str = "", min_time: str = 
                         env_kwargs=env_kw)
             r["env_kwargs"] = env_kw
             r["measured"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+            r["commit"] = commit
             base_rate = base_rate or r["env_steps_per_s"]
             r["speedup_vs_1_seed"] = r["env_steps_per_s"] / base_rate
             rows.append(r)
@@ -131,7 +134,11 @@ def main(quick: str = "false", only: str = "", seeds: str = "", min_time: str = 
                   flush=True)
     if rows:   # a filter that matched no throughput case leaves the last table in place
         path = os.path.join(out, "training_throughput.json")
-        result = dict(machine=_machine(), jax=jax.__version__, rows=_merge(path, rows))
+        result = dict(machine=_machine(), jax=jax.__version__,
+                      command="jaxdiff bench" + (f" only={only}" if only else ""),
+                      note="each row: its commit and time (`measured`); the table's other rows "
+                           "are kept from earlier invocations; compare rows measured together",
+                      rows=_merge(path, rows))
         with open(path, "w") as f:
             json.dump(result, f, indent=2)
         print(f"written: {path}\nSide by side with JaxMARL's scripts at equal placement: "
@@ -141,7 +148,9 @@ def main(quick: str = "false", only: str = "", seeds: str = "", min_time: str = 
         sd_rows = bench_statediff.main(widths=(256,) if quick_b else (256, 1024, 4096),
                                        min_time=float(min_time) / 2)
         with open(os.path.join(out, "statediff_throughput.json"), "w") as f:
-            json.dump(dict(machine=_machine(), jax=jax.__version__, rows=sd_rows), f, indent=2)
+            json.dump(dict(machine=_machine(), jax=jax.__version__, commit=commit,
+                           measured=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                           rows=sd_rows), f, indent=2)
     if not only or only in "ddpl":
         from jaxdiff.benchmarks import bench_ddpl
         bench_ddpl.main(quick=quick_b, out=os.path.join(out, "ddpl.json"),

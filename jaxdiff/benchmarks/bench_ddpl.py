@@ -167,6 +167,7 @@ def run(sizes: dict | None = None, steps: int = STEPS, seeds=(1, 16), repeats: i
     result = dict(
         machine=bench._machine(), cpu_model=cpu_model(), jax=jax.__version__,
         backend=jax.default_backend(), measured=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        commit=bench.git_commit(os.path.dirname(os.path.abspath(__file__))),
         env=ENV, env_kwargs=ENV_KWARGS, n_agents=env.spec.n_agents, act_dim=env.spec.act_dim,
         settings=dict(sizes, steps=steps, activation="mish", repeats=repeats),
         rows=list(rows.values()) + ([ref] if ref else []),

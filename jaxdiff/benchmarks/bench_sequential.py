@@ -25,6 +25,7 @@ import jax
 
 from jaxdiff import envs
 from jaxdiff.algos import base, happo, mappo, sequential
+from jaxdiff.run.logging import git_commit
 
 # Small batch: compile time hardly depends on it, and the state must be built on the host.
 BENCH_CONFIG = dict(num_envs=4, num_steps=8, hidden=64, update_epochs=5, num_minibatches=1)
@@ -84,7 +85,9 @@ def measure_compile(n_agents_list=(2, 8, 17), unrolled: bool = True, toy: bool =
         out["compile_s" + suffix], out["hlo_lines" + suffix] = secs, lines
     out.update(repeats=repeats, config=BENCH_CONFIG, backend=jax.default_backend(),
                jax=jax.__version__, machine=platform.machine(), cpu_count=os.cpu_count(),
-               load_avg_1m=os.getloadavg()[0])
+               load_avg_1m=os.getloadavg()[0],
+               measured=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+               commit=git_commit(os.path.dirname(os.path.abspath(__file__))))
     return out
 
 

@@ -1,4 +1,4 @@
-"""HAQO acceptance checks F9, F10, F12, F13, F19, F25 (spec-haqo §7; §3.7, §3.8, §4).
+"""HAQO acceptance checks F9, F10, F12, F13, F19, F22, F25 (spec-haqo §7; §3.7, §3.8, §4).
 
 Independent references: the 1/K law of a mean of K independent draws (F9); the reward of a
 one-step bandit and the Bellman fixed point of a two-state chain solved by hand (F10); a
@@ -410,6 +410,33 @@ def test_speaker_padded_dims_get_no_gradient_in_the_real_agent_update_f19(speake
     np.testing.assert_array_equal(moved["kernel"][:, 3:], 0.0)
     np.testing.assert_array_equal(moved["bias"][3:], 0.0)
     assert moved["kernel"][:, :3].max() > 0 and moved["bias"][:3].max() > 0
+
+
+# ------------------------------------------------------------------------------------ F22
+def test_ppo_clip_drift_uses_the_chain_ratio_against_the_pre_update_actor_f22(speaker):
+    """drift=ppo_clip in HAQO's own agent update (2 minibatches): with actor_lr 0 the actor
+    never moves, so every stored candidate chain has ratio exactly 1 (the ratio is taken
+    against the pre-update actor on the chains it drew) and nothing is clipped; with a
+    learning rate the second minibatch sees a moved actor, so the mean |rho - 1| is > 0, and
+    the loss stays finite. One compile, two calls (the learning rate is a traced
+    hyper-parameter). The Gaussian ablation refuses the mode (no chains)."""
+    env, _, p, state, tr, _ = speaker
+    config = _config(alpha=0.1, drift="ppo_clip", actor_lr=1e-2)
+    items = jax.tree.map(lambda x: jnp.asarray(x.reshape((-1,) + x.shape[3:])), tr)
+    buffer = p.buffer.add(state.buffer, items)
+    make_body = haqo.make_agent_update(env, config)
+    body = jax.jit(lambda hp, *a: make_body(buffer, state.critic, hp)(*a))
+    take = lambda t: jax.tree.map(lambda x: x[0], t)
+    carry = dict(stack=state.actor, alpha=state.alpha)
+    hp = jax.tree.map(jnp.asarray, config)
+    out = {lr: body(hp.replace(actor_lr=jnp.float32(lr)), jnp.int32(1), take(state.actor),
+                    take(state.actor_opt), carry, jax.random.PRNGKey(9)) for lr in (0.0, 1e-2)}
+    still, moved = out[0.0][3], out[1e-2][3]
+    assert float(still["ppo_ratio_dev"]) == 0.0 and float(still["ppo_clip_frac"]) == 0.0
+    assert np.isfinite(float(moved["ppo_loss"])) and float(moved["ppo_ratio_dev"]) > 1e-4
+    assert 0.0 <= float(moved["ppo_clip_frac"]) <= 1.0
+    with pytest.raises(base.ConfigError, match="ppo_clip"):
+        _config(drift="ppo_clip", actor="gaussian")
 
 
 # ------------------------------------------------------------------------------------ F25

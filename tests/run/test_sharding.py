@@ -78,8 +78,39 @@ def test_env_split_switch(monkeypatch):
 
 
 @multi
+def test_env_split_chunk_equals_single_device_chunk(monkeypatch):
+    """The runner's compiled chunk for one seed whose envs are split over two devices (rollout,
+    GAE and minibatch gradients per device, gradients all-reduced) ends in the same state, with
+    the same metrics, as the unsplit chunk. Whole runs (placement, eval, restore) are checked
+    with -m slow below."""
+    import jax.numpy as jnp
+
+    from jaxdiff import algos, envs
+    algorithm = algos.get("mappo")
+    env = envs.make("mpe_simple_spread")
+    config = algos.make_config(algorithm.Config, dict(TINY))
+    monkeypatch.setenv("JAXDIFF_ENV_SPLIT", "1")
+    sharding = runner.member_sharding(algorithm, env, config, 1)
+    assert dict(sharding.mesh.shape)["data"] == 2
+    step = algorithm.step(env, config, iterations=2)
+    hp = jax.tree.map(lambda x: jnp.asarray(x)[None], config)
+    init = jax.jit(jax.vmap(lambda k, c: algorithm.init(k, env, c)))
+    out = {}
+    for name, sh in (("split", sharding), ("single", None)):
+        chunk = runner.with_finite_check(runner.make_chunk(lambda s, _: step(s), 2, sh))
+        state = runner.place(init(jax.random.PRNGKey(3)[None], hp), sh)
+        compiled, _ = runner.compile_chunk(chunk, state, None, sh)
+        out[name] = jax.device_get(compiled(state, None))
+    assert bool(out["split"][2].all()) and bool(out["single"][2].all())
+    leaves = jax.tree.leaves(out["single"][:2])
+    assert len(leaves) == len(jax.tree.leaves(out["split"][:2])) > 10
+    for x, y in zip(jax.tree.leaves(out["split"][:2]), leaves):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-5)
+
+
+@multi
 @pytest.mark.parametrize("algo,over", [
-    ("mappo", {}),
+    pytest.param("mappo", {}, marks=pytest.mark.slow),
     pytest.param("ippo", dict(recurrent=True, num_envs=8, num_minibatches=2),
                  marks=pytest.mark.slow),
     pytest.param("hatrpo", dict(num_envs=4, num_steps=8, hidden=16, critic_epochs=1),
