@@ -27,6 +27,8 @@ USAGE = dict(
   whole chunks), seed, chunks (evaluation/checkpoint points), eval_episodes, checkpoint_every,
   run_dir (default: runs/<algo>-<env>[-<settings that differ from the defaults>]),
   tensorboard=true, progress=false, debug=true (tracebacks).
+  Several processes/hosts: distributed=true [coordinator=<host:port> num_processes=<n>
+  process_id=<i> timeout=<s>] on every process (README, "Several processes / hosts").
   `jaxdiff list algos|envs`, `jaxdiff help algo=<name>`, `jaxdiff help env=<name>` show the
   names and settings.""",
     eval="""jaxdiff eval run_dir=<path> [episodes=100] [seed=1] [video=<file.gif|file.mp4>]
@@ -35,7 +37,8 @@ USAGE = dict(
     sweep="""jaxdiff sweep sweep=<name> [seeds=<n>] [total_steps=<int>] [out=runs/sweeps/<name>]
               [progress=false]
   Run a YAML grid from configs/sweep/<name>.yaml (`jaxdiff list sweeps`): float settings are one
-  vmapped axis, shape-changing ones one compile each. Writes results.md, results.json, sweep.png.""",
+  vmapped axis, shape-changing ones one compile each. Writes results.md, results.json, sweep.png.
+  distributed=true [coordinator=... num_processes=... process_id=...]: as for `jaxdiff train`.""",
     bench="""jaxdiff bench [quick=true] [only=<substring>]
   Env-steps/s and compile time of every algorithm on its envs -> bench/results/.""",
     collect="""jaxdiff collect (run_dir=<path> | env=<name> policy=random) [samples=100K] [history=5]
@@ -50,19 +53,31 @@ USAGE = dict(
   and doc. env=<name>: every `env.<key>` with its default and doc. <command>: its usage.""",
 )
 
+def _start_processes(argv: list[str]) -> tuple[list[str], bool]:
+    """Join the other processes of a `distributed=true` job (before anything touches a device);
+    -> (the rest of the command line, whether this process prints: process 0 or the only one)."""
+    from jaxdiff.run import distributed
+    argv, opts = distributed.pop_options(argv)
+    distributed.initialize(opts)
+    return argv, distributed.is_main()
+
+
 def cmd_train(argv: list[str]) -> int:
     from jaxdiff.run import runner
+    argv, main = _start_processes(argv)
     cfg = compose(argv)
     spec = run_spec(cfg)
     run_dir = cfg["run_dir"] or default_run_dir(cfg)
     runner.prepare(spec)  # every config error surfaces here, before any compile
-    print(f"[jaxdiff] {spec.algo} on {spec.env}, {spec.seeds} seed(s), {spec.total_steps:,} env "
-          f"steps per seed -> {run_dir}", file=sys.stderr)
+    if main:
+        print(f"[jaxdiff] {spec.algo} on {spec.env}, {spec.seeds} seed(s), {spec.total_steps:,} "
+              f"env steps per seed -> {run_dir}", file=sys.stderr)
     summary = runner.train(spec, run_dir, progress=top_bool(cfg, "progress"),
                            tensorboard=top_bool(cfg, "tensorboard"), debug=top_bool(cfg, "debug"))
     if not summary.get("complete", True):
         return 130  # the runner said where it stopped and how to resume; no final numbers
-    _print_summary(summary, run_dir)
+    if main:
+        _print_summary(summary, run_dir)
     return 0
 
 
@@ -99,6 +114,7 @@ def cmd_eval(argv: list[str]) -> int:
 
 def cmd_sweep(argv: list[str]) -> int:
     from jaxdiff.run import sweep
+    argv, _ = _start_processes(argv)
     kv = dict(parse(argv))
     name = kv.pop("sweep", None)
     if name is None:
@@ -194,20 +210,30 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         return COMMANDS[cmd](rest)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
+        _tell_peers(e)
         print("jaxdiff: aborted.", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `jaxdiff help ... | head`: the reader left; not an error
         sys.stdout = open(os.devnull, "w")
         return 0
     except Exception as e:  # noqa: BLE001 -- user-facing boundary
+        _tell_peers(e)
         if debug:
             raise
         from jaxdiff.run.errors import user_facing
         if not user_facing(e):
             raise
         print(f"jaxdiff {cmd}: {e}\n(add debug=true for a traceback)", file=sys.stderr)
+        if type(e).__name__ == "DistributedError":   # a peer is gone: do not wait for it
+            sys.modules["jaxdiff.run.distributed"].exit_now(2)
         return 3 if type(e).__name__ == "NonFiniteError" else 2
+
+
+def _tell_peers(e: BaseException) -> None:
+    """In a `distributed=true` job, end the other processes' waits with this error's message."""
+    if "jaxdiff.run.distributed" in sys.modules:
+        sys.modules["jaxdiff.run.distributed"].report_failure(e)
 
 
 if __name__ == "__main__":

@@ -122,9 +122,11 @@ class Checkpointer:
         ocp = _ocp()
         for stale in [s for s in self._m.all_steps() if s >= step]:
             self._m.delete(stale)
-        self._m.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                   meta=ocp.args.JsonSave(meta)), force=True)
-        self._m.wait_until_finished()
+        from jaxdiff.run import distributed
+        with distributed.collective(f"saving checkpoint {step}"):
+            self._m.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                       meta=ocp.args.JsonSave(meta)), force=True)
+            self._m.wait_until_finished()
 
     def restore_latest(self, abstract_state):
         """Restore the newest readable checkpoint -> (step, state, meta), or None if none.
@@ -137,17 +139,20 @@ class Checkpointer:
         ocp = _ocp()
         abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), abstract_state)
         failed = []
+        from jaxdiff.run import distributed
         for step in reversed(self.steps()):
             try:
-                with _quiet_libraries(self.debug):
+                with _quiet_libraries(self.debug), distributed.collective(f"restoring {step}"):
                     out = self._m.restore(step, args=ocp.args.Composite(
                         state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+            except distributed.DistributedError:
+                raise   # a lost peer says nothing about the checkpoint: keep it
             except Exception as e:  # noqa: BLE001 -- any read failure means 'unreadable'
                 failed.append((step, e))
                 continue
             if failed:
                 moved = [f"{s} ({summarise_error(e, self.debug)}) moved to "
-                         f"{os.path.basename(self.move_aside(s, e))}/" for s, e in failed]
+                         f"{os.path.basename(self._move_aside_once(s, e))}/" for s, e in failed]
                 self._open()   # the manager caches the step list
                 warnings.warn(f"unreadable checkpoint {'; '.join(moved)} in {self.directory}; "
                               f"resuming from checkpoint {step}", CheckpointWarning, stacklevel=2)
@@ -158,6 +163,15 @@ class Checkpointer:
                 f"No checkpoint under {self.directory} can be read ({reasons}). "
                 f"Delete that folder to start over, or pass a different run_dir.")
         return None
+
+    def _move_aside_once(self, step: int, error: BaseException) -> str:
+        """`move_aside` by process 0 of a multi-process job (the others wait for it)."""
+        if jax.process_count() == 1:
+            return self.move_aside(step, error)
+        from jax.experimental import multihost_utils
+        dst = self.move_aside(step, error) if jax.process_index() == 0 else "(by process 0)"
+        multihost_utils.sync_global_devices(f"jaxdiff-move-aside-{step}")
+        return dst
 
     def move_aside(self, step: int, error: BaseException) -> str:
         """Rename step folder `step` to `unreadable-<step>-<reason>[-n]` (outside orbax's step

@@ -25,6 +25,7 @@ import numpy as np
 
 from jaxdiff import envs as envs_lib
 from jaxdiff.algos import base as algos
+from jaxdiff.run import distributed
 from jaxdiff.run import logging as runlog
 from jaxdiff.run.checkpoint import Checkpointer, CheckpointWarning
 
@@ -45,17 +46,19 @@ class _Absent:
 _ABSENT = _Absent()
 
 
-def config_diff(saved: dict, now: dict, prefix: str = "") -> list[str]:
+def config_diff(saved: dict, now: dict, prefix: str = "",
+                labels: tuple[str, str] = ("saved", "now")) -> list[str]:
     """Every differing key of two run identities, with both values: `env_kwargs.action_type:
-    saved 'discrete', now 'continuous'` (nested dicts are compared key by key)."""
+    saved 'discrete', now 'continuous'` (nested dicts are compared key by key; `labels` name
+    the two sides)."""
     out = []
     for key in sorted(set(saved) | set(now)):
         a, b = saved.get(key, _ABSENT), now.get(key, _ABSENT)
         if isinstance(a, dict) and isinstance(b, dict):
-            out += config_diff(a, b, f"{prefix}{key}.")
+            out += config_diff(a, b, f"{prefix}{key}.", labels)
         elif (a is _ABSENT or b is _ABSENT
               or json.dumps(a, sort_keys=True) != json.dumps(b, sort_keys=True)):
-            out.append(f"{prefix}{key}: saved {a!r}, now {b!r}")
+            out.append(f"{prefix}{key}: {labels[0]} {a!r}, {labels[1]} {b!r}")
     return out
 
 
@@ -81,7 +84,7 @@ class RunSpec:
 def _check_writable(run_dir: str) -> None:
     try:
         os.makedirs(run_dir, exist_ok=True)
-        probe = os.path.join(run_dir, ".write_probe")
+        probe = os.path.join(run_dir, f".write_probe-{os.getpid()}")  # processes may share it
         with open(probe, "w") as f:
             f.write("ok")
         os.remove(probe)
@@ -123,6 +126,8 @@ def ensemble_sharding(n_members: int, env_split: int = 1):
     "data" axis when the algorithm can split an env axis of size `env_split` over it
     (`Algorithm.env_split`, `jaxdiff.parallel`); arrays placed with the returned sharding
     are replicated along "data"."""
+    if jax.process_count() > 1:
+        return _multiprocess_sharding(n_members, env_split)
     devices = jax.devices()
     k = max(d for d in range(1, min(len(devices), n_members) + 1) if n_members % d == 0)
     rest = len(devices) // k
@@ -132,6 +137,35 @@ def ensemble_sharding(n_members: int, env_split: int = 1):
     from jax.sharding import Mesh, NamedSharding, PartitionSpec
     mesh = Mesh(np.array(devices[:k * d]).reshape(k, d), ("ensemble", "data"))
     return NamedSharding(mesh, PartitionSpec("ensemble"))
+
+
+def _multiprocess_sharding(n_members: int, env_split: int = 1):
+    """`ensemble_sharding` over every process's devices: each of the P processes holds a
+    contiguous slice of n_members / P members, spread over the largest number of its own
+    devices that divides that slice (process p's devices form rows p*k..(p+1)*k-1 of the
+    ("ensemble", "data") mesh; a row's "data" devices are all on the same process)."""
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+    P = jax.process_count()
+    check_process_split(n_members)
+    by_process = [[d for d in jax.devices() if d.process_index == p] for p in range(P)]
+    local = min(len(ds) for ds in by_process)
+    per = n_members // P
+    k = max(d for d in range(1, min(local, per) + 1) if per % d == 0)
+    rest = local // k
+    d = max(x for x in range(1, rest + 1) if env_split % x == 0) if env_split > 1 else 1
+    rows = [ds[i * d:(i + 1) * d] for ds in by_process for i in range(k)]
+    mesh = Mesh(np.array(rows).reshape(P * k, d), ("ensemble", "data"))
+    return NamedSharding(mesh, PartitionSpec("ensemble"))
+
+
+def check_process_split(n_members: int) -> None:
+    """Several processes hold equal slices of the ensemble: refuse a count they do not divide."""
+    P = jax.process_count()
+    if n_members % P:
+        raise algos.ConfigError(
+            f"{n_members} ensemble members (grid points x seeds) cannot be split evenly over "
+            f"{P} processes: choose `seeds` (or the grid) so that their product is a multiple "
+            f"of {P}, or launch a number of processes that divides it.")
 
 
 def member_sharding(algorithm, env, config, n_members: int):
@@ -373,22 +407,16 @@ def train(spec: RunSpec, run_dir: str, *, progress: bool = True, tensorboard: bo
     of this invocation, checkpointed, as an interrupt would. `debug` keeps the checkpoint
     library's full error texts (otherwise summarised in one line)."""
     algorithm, env, base, configs = prepare(spec)
-    _check_writable(run_dir)
     identity = spec.identity()
-    cfg_path = os.path.join(run_dir, "config.json")
-    if os.path.exists(cfg_path):
-        with open(cfg_path) as f:
-            old = json.load(f)
-        if old != json.loads(json.dumps(identity)):
-            diff = config_diff(old, json.loads(json.dumps(identity)))
-            raise RunConfigMismatch(
-                f"`{run_dir}` holds a run with a different configuration, so it is not resumed:"
-                f" {'; '.join(diff)}. Use another `run_dir=...` (or leave `run_dir` out: the "
-                f"default folder is named from your settings), or delete that folder.")
-    else:
-        with open(cfg_path, "w") as f:
-            json.dump(identity, f, indent=2)
-        _write_yaml(os.path.join(run_dir, "config.yaml"), spec, base)
+    # several processes: the same run everywhere, else every process refuses before compiling
+    distributed.agree("run configuration", dict(identity, run_dir=run_dir))
+    check_process_split(len(configs) * spec.seeds)   # before the run folder is claimed
+    main = distributed.is_main()
+    _check_writable(run_dir)
+    verdict = _claim_run_dir(run_dir, spec, base, identity) if main else None
+    verdict = distributed.from_main("run_dir verdict", verdict)
+    if verdict:
+        raise RunConfigMismatch(verdict)
     # after the config check: a refused resume leaves the folder exactly as it was
     ckpt = Checkpointer(os.path.join(run_dir, "checkpoints"), debug=debug)
 
@@ -399,23 +427,28 @@ def train(spec: RunSpec, run_dir: str, *, progress: bool = True, tensorboard: bo
     step_fn, evaluate_one, data = _step_and_eval(algorithm, env, base, spec.eval_episodes,
                                                  iterations)
     sharding = member_sharding(algorithm, env, base, len(members))
+    quiet = quiet or not main
     keys, hp, data = place(keys, sharding), place(hp, sharding), replicate(data, sharding)
     chunk = with_finite_check(make_chunk(step_fn, K, sharding))
 
     evaluate = jax.jit(jax.vmap(evaluate_one, in_axes=(0, None, None)))
 
     abstract = jax.eval_shape(init_fn, keys, hp)
+    if distributed.active():   # each process reads back only its slice of the members
+        abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
+                                                               sharding=sharding), abstract)
     restored = restore_reporting(ckpt, abstract)
     metrics_path = os.path.join(run_dir, "metrics.jsonl")
     if restored is None:
         start, state = 0, place(init_fn(keys, hp), sharding)
-        if os.path.exists(metrics_path):
+        if main and os.path.exists(metrics_path):
             os.remove(metrics_path)
     else:
         done_chunk, state, _ = restored
         state = place(state, sharding)
         start = done_chunk
-        runlog.truncate_jsonl(metrics_path, done_chunk - 1)
+        if main:
+            runlog.truncate_jsonl(metrics_path, done_chunk - 1)
 
     if not quiet:
         for line in _plan_lines(spec, algorithm, per_iter, K, n_chunks, start):
@@ -436,13 +469,13 @@ def train(spec: RunSpec, run_dir: str, *, progress: bool = True, tensorboard: bo
                    desc=f"{spec.algo}/{spec.env}", file=sys.stderr,
                    bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} "
                               "[{elapsed}<{remaining}{postfix}]")
-    tb = runlog.TensorBoard(run_dir) if tensorboard else None
+    tb = runlog.TensorBoard(run_dir) if tensorboard and main else None
     run_time, run_steps, interrupted = 0.0, 0, False
     with _Interrupt() as stop:
         for c in range(start, n_chunks):
             t = time.perf_counter()
             state, metrics, ok = compiled(state, data)
-            metrics, ok = jax.device_get((metrics, ok))
+            metrics, ok = distributed.gather((metrics, ok))
             dt = time.perf_counter() - t
             run_time += dt
             run_steps += K * per_iter * len(members)
@@ -455,7 +488,7 @@ def train(spec: RunSpec, run_dir: str, *, progress: bool = True, tensorboard: bo
                     f"(chunk {ckpt.steps()[-1] if ckpt.steps() else 'none'}) is kept in "
                     f"{ckpt.directory}; lower the learning rate or check the inputs.")
             chunk_vals = _aggregate(metrics)
-            ev = jax.device_get(evaluate(state, jax.random.fold_in(eval_key, c), data))
+            ev = distributed.gather(evaluate(state, jax.random.fold_in(eval_key, c), data))
             step_count = (c + 1) * K * per_iter
             rows = []
             for m, (g, s) in enumerate(members):
@@ -463,10 +496,12 @@ def train(spec: RunSpec, run_dir: str, *, progress: bool = True, tensorboard: bo
                 row.update({k: _py(v[m]) for k, v in chunk_vals.items()})
                 row.update({k: _py(v[m]) for k, v in ev.items()})
                 rows.append(row)
-            runlog.write_jsonl(metrics_path, rows)
+            if main:
+                runlog.write_jsonl(metrics_path, rows)
             if tb:
                 tb.log(rows)
             last = c + 1 == n_chunks
+            stop.hit = distributed.any_process(stop.hit)   # an interrupt stops every process
             if last or (c + 1) % spec.checkpoint_every == 0 or stop.hit:
                 ckpt.save(c + 1, state, dict(chunk=c + 1, step=step_count))
             if bar:
@@ -488,6 +523,8 @@ def train(spec: RunSpec, run_dir: str, *, progress: bool = True, tensorboard: bo
     if tb:
         tb.close()
     ckpt.close()
+    if not main:   # process 0 wrote the files; every process returns its summary
+        return json.loads(distributed.from_main("summary", None))
     rows = runlog.read_jsonl(metrics_path)
     summary = _summary(spec, rows, env, run_steps, run_time, compile_s, grid_labels, configs,
                        score=algorithm.score)
@@ -496,10 +533,31 @@ def train(spec: RunSpec, run_dir: str, *, progress: bool = True, tensorboard: bo
         json.dump(summary, f, indent=2)
     runlog.plot_curves(rows, os.path.join(run_dir, "curves.png"),
                        title=f"{spec.algo} on {spec.env} ({S} seeds)", labels=grid_labels)
+    distributed.from_main("summary", json.dumps(summary))
     if interrupted and stop.hit:
         print(f"[jaxdiff] interrupted at chunk {c + 1}/{n_chunks} (saved to {ckpt.directory}) "
               f"— rerun the same command to resume.", file=sys.stderr)
     return summary
+
+
+def _claim_run_dir(run_dir: str, spec: RunSpec, base, identity: dict) -> str | None:
+    """Write the run's config.json/config.yaml into a new `run_dir`, or check that the run
+    already there is this one: None, or the message that refuses the resume."""
+    cfg_path = os.path.join(run_dir, "config.json")
+    if os.path.exists(cfg_path):
+        with open(cfg_path) as f:
+            old = json.load(f)
+        if old != json.loads(json.dumps(identity)):
+            diff = config_diff(old, json.loads(json.dumps(identity)))
+            return (f"`{run_dir}` holds a run with a different configuration, so it is not "
+                    f"resumed: {'; '.join(diff)}. Use another `run_dir=...` (or leave `run_dir` "
+                    f"out: the default folder is named from your settings), or delete that "
+                    f"folder.")
+    else:
+        with open(cfg_path, "w") as f:
+            json.dump(identity, f, indent=2)
+        _write_yaml(os.path.join(run_dir, "config.yaml"), spec, base)
+    return None
 
 
 def _si(x: float) -> str:

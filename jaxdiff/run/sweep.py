@@ -97,7 +97,8 @@ def run(doc: dict, out: str, *, seeds=None, total_steps=None, compose=None,
             rows.append(dict(point={**sp, **dp}, final=res["final"], best=res["best"],
                              env_steps_per_s=summary["env_steps_per_s"],
                              compile_s=summary["compile_s"]))
-    _write(rows, out, doc)
+    if runner.distributed.is_main():   # several processes: process 0 writes the tables
+        _write(rows, out, doc)
     return rows
 
 
@@ -172,6 +173,9 @@ def main(path, overrides: dict, compose=None) -> None:
     if overrides:
         raise SweepError(f"Unknown sweep setting(s) {sorted(overrides)}; valid: sweep, seeds, "
                          f"total_steps, out, progress.")
-    print(f"[jaxdiff] sweep {name} -> {out}", file=sys.stderr)
+    main = runner.distributed.is_main()
+    if main:
+        print(f"[jaxdiff] sweep {name} -> {out}", file=sys.stderr)
     run(doc, out, seeds=seeds, total_steps=total, compose=compose, progress=progress)
-    print(f"sweep results: {os.path.abspath(out)} (results.md, results.json, sweep.png)")
+    if main:
+        print(f"sweep results: {os.path.abspath(out)} (results.md, results.json, sweep.png)")

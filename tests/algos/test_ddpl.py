@@ -218,6 +218,8 @@ def _one_step_game_q(steps, hidden=64, seed=0):
     return np.abs(np.asarray(q - want))
 
 
+@pytest.mark.slow   # a learning check; the critic's target and loss are checked in `make test`
+# by the F10 and F13 tests
 def test_per_agent_q_learns_the_averaged_q_f9_quick():
     """Cheap version: the averaged Q's level and shape to 0.03 on average (the MLP still
     bends at the box edges after 1500 steps)."""

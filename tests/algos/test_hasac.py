@@ -181,6 +181,8 @@ def test_discrete_critic_regresses_onto_the_game_q_and_masks_hold(discrete_grad,
     assert not bool((stored[..., 0] == 2).any())
 
 
+@pytest.mark.slow   # a learning check (1000 updates); the auto-alpha path also runs in the
+# discrete test above, in `make test`
 def test_auto_alpha_drives_entropy_to_target_and_critic_fits_the_bandit_q():
     """A one-step bandit whose reward pays for concentration, against the entropy bonus: with
     the temperature tuned, each agent's entropy settles at its target -|A^i|; the critics fit
