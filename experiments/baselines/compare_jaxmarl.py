@@ -144,16 +144,19 @@ def env_only_times(name, cfg, mod, env, config, keys) -> tuple[float, float]:
     return jm_s, jd_s
 
 
-def _time_program(fn, arg, repeats: int = 2):
+def _time_program(fn, arg, repeats: int | None = None):
     t0 = time.perf_counter()
     compiled = jax.jit(fn).lower(arg).compile()
     compile_s = time.perf_counter() - t0
     best = float("inf")
-    for _ in range(repeats):
+    for _ in range(repeats or REPEATS[0]):
         t0 = time.perf_counter()
         jax.block_until_ready(compiled(arg))
         best = min(best, time.perf_counter() - t0)
     return compile_s, best
+
+
+REPEATS = [2]   # timed calls per program (best kept); --repeats
 
 
 def run_case(name: str, jaxmarl_dir: str, updates: int, seeds: int) -> dict:
@@ -260,10 +263,12 @@ def main():
     ap.add_argument("--cases", default="ippo_ff_mpe", help=f"comma list of {list(CASES)}")
     ap.add_argument("--updates", type=int, default=30)
     ap.add_argument("--seeds", default="1,16")
+    ap.add_argument("--repeats", type=int, default=2, help="timed calls per program, best kept")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     args = ap.parse_args()
     if not os.path.isdir(os.path.join(args.jaxmarl, "baselines")):
         sys.exit(f"--jaxmarl {args.jaxmarl}: no baselines/ folder there; pass a JaxMARL checkout.")
+    REPEATS[0] = max(1, args.repeats)
     rows = []
     print("| case | seeds | JaxMARL env-steps/s (1 dev) | jaxdiff (1 dev) | ratio, equal placement "
           "| JaxMARL / jaxdiff, seeds over the mesh | ratio, mesh | jaxdiff + env split "
