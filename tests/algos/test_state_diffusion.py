@@ -3,6 +3,8 @@ Adam steps; the loss falls, the PSNR metrics come out finite, bad configs are re
 import json
 import os
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -68,3 +70,29 @@ def test_an_alias_dataset_matches_its_canonical_env():
     sd._check_env(dict(env="sensor_2x2_co", env_kwargs={}), envs_lib.make("sensor_2x2_co"))
     with pytest.raises(ConfigError, match="sensor_2x2_nonco.*not `sensor_2x2_co`"):
         sd._check_env(dict(env="sensor_2x2_nonco", env_kwargs={}), env)
+
+
+@pytest.mark.skipif(len(jax.devices()) < 2, reason="needs >= 2 devices (cores)")
+def test_data_parallel_chunk_equals_single_device_chunk(dataset, monkeypatch):
+    """Data parallelism (#16): one seed's batch rows split over two devices (the runner's
+    "data" mesh axis, `Algorithm.env_split`) train the same parameters, with the same loss
+    and gradient norm, as one device, up to float reduction order."""
+    algorithm, env, config, _ = runner.prepare(_spec(dataset))
+    monkeypatch.setenv("JAXDIFF_ENV_SPLIT", "1")
+    sharding = runner.member_sharding(algorithm, env, config, 1)
+    assert dict(sharding.mesh.shape)["data"] == 2
+    step = algorithm.step(env, config, iterations=4)
+    data = algorithm.data(config, env)
+    hp = jax.tree.map(lambda x: jnp.asarray(x)[None], config)
+    init = jax.jit(jax.vmap(lambda k, c: algorithm.init(k, env, c)))
+    out = {}
+    for name, sh in (("split", sharding), ("single", None)):
+        chunk = runner.make_chunk(step, 4, sh)
+        state = runner.place(init(jax.random.PRNGKey(0)[None], hp), sh)
+        d = runner.replicate(data, sh)
+        compiled, _ = runner.compile_chunk(chunk, state, d, sh)
+        out[name] = jax.device_get(compiled(state, d))
+    single = jax.tree.leaves(out["single"])
+    assert len(single) == len(jax.tree.leaves(out["split"])) > 4
+    for x, y in zip(jax.tree.leaves(out["split"]), single):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)
